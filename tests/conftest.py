@@ -1,0 +1,28 @@
+"""Shared fixtures for the tests that need real processes: the CLIs, the HTTP server, the container replay."""
+import os, shutil, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the console scripts of the environment running pytest
+
+
+def script(name: str) -> str:
+    "Path of one of the project's console scripts in the running environment."
+    p = BIN / name
+    assert p.exists(), f"{name} is not installed in {BIN}: run `uv sync`"
+    return str(p)
+
+
+@pytest.fixture(scope="session")
+def data_csv() -> Path:
+    "The real Telco CSV, through the same search the package uses (CHURN_DATA, cache, download)."
+    from churn_deploy.data import find_data
+    return find_data()
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    "The committed model directory."
+    return ROOT / "model"
