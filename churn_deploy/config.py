@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PORT', 'MODEL_FILE', 'META_FILE', 'DATA_FILE', 'DATA_URL', 'Settings', 'get_settings']
 
-# %% ../nbs/00_config.ipynb #0cf7e89e
+# %% ../nbs/00_config.ipynb #b41ba725
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# %% ../nbs/00_config.ipynb #d876558b
+# %% ../nbs/00_config.ipynb #7a3cbecf
 PORT = 9696  # the course's port, kept so the workshop's clients work unchanged
 MODEL_FILE = "model.bin"  # the pickled scikit-learn Pipeline, the training artifact
 META_FILE = "model.json"  # metadata plus the compiled scorer weights, what the service loads
@@ -21,7 +21,7 @@ DATA_FILE = "WA_Fn-UseC_-Telco-Customer-Churn.csv"
 DATA_URL = ("https://raw.githubusercontent.com/alexeygrigorev/mlbookcamp-code/master/"
             "chapter-03-churn-prediction/" + DATA_FILE)
 
-# %% ../nbs/00_config.ipynb #3f9a3bd5
+# %% ../nbs/00_config.ipynb #070596ba
 class Settings(BaseSettings):
     "Configuration of churn-deploy, read from `CHURN_*` environment variables."
     model_config = SettingsConfigDict(env_prefix="CHURN_", extra="ignore")
@@ -31,15 +31,16 @@ class Settings(BaseSettings):
     data_url: str = Field(DATA_URL, description="Public URL the CSV is downloaded from")
     download_timeout: float = Field(30.0, gt=0, description="Seconds before a download gives up")
     model_dir: Path = Field(Path("model"), description="Directory holding model.bin and model.json")
-    host: str = Field("127.0.0.1", description="Interface the server binds to")
+    host: str = Field("0.0.0.0", description="Interface the server binds to (all, as in a container)")
     port: int = Field(PORT, ge=1, le=65535, description="Port the server listens on")
     workers: int = Field(1, ge=1, le=64, description="Number of uvicorn worker processes")
     api_key: SecretStr | None = Field(None, description="When set, requests need a matching X-API-Key header")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)")
     max_batch: int = Field(10_000, ge=1, description="Most customers in one /predict/batch request")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = Field(False, description="Log every request (off: /metrics counts them, at less cost)")
 
-# %% ../nbs/00_config.ipynb #c4772ee5
+# %% ../nbs/00_config.ipynb #ca5ae43b
 @lru_cache
 def get_settings() -> Settings:
     "The process-wide settings, read from the environment once."
