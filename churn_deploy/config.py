@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PORT', 'MODEL_FILE', 'META_FILE', 'DATA_FILE', 'DATA_URL', 'Settings', 'get_settings']
 
-# %% ../nbs/00_config.ipynb #b41ba725
+# %% ../nbs/00_config.ipynb #b1678fe0
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# %% ../nbs/00_config.ipynb #7a3cbecf
+# %% ../nbs/00_config.ipynb #f1e02da0
 PORT = 9696  # the course's port, kept so the workshop's clients work unchanged
 MODEL_FILE = "model.bin"  # the pickled scikit-learn Pipeline, the training artifact
 META_FILE = "model.json"  # metadata plus the compiled scorer weights, what the service loads
@@ -21,7 +21,7 @@ DATA_FILE = "WA_Fn-UseC_-Telco-Customer-Churn.csv"
 DATA_URL = ("https://raw.githubusercontent.com/alexeygrigorev/mlbookcamp-code/master/"
             "chapter-03-churn-prediction/" + DATA_FILE)
 
-# %% ../nbs/00_config.ipynb #070596ba
+# %% ../nbs/00_config.ipynb #2a67ed26
 class Settings(BaseSettings):
     "Configuration of churn-deploy, read from `CHURN_*` environment variables."
     model_config = SettingsConfigDict(env_prefix="CHURN_", extra="ignore")
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(False, description="Log every request (off: /metrics counts them, at less cost)")
 
-# %% ../nbs/00_config.ipynb #ca5ae43b
+# %% ../nbs/00_config.ipynb #c3172d6d
 @lru_cache
 def get_settings() -> Settings:
     "The process-wide settings, read from the environment once."
