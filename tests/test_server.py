@@ -1,0 +1,546 @@
+"""The real `churn_serve` process over HTTP: every endpoint, every error case, the API key and the size limits."""
+import json, math, os, re, signal, socket, subprocess, time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import ROOT, script
+from churn_deploy.data import FEATURES, SAMPLE_CUSTOMER
+
+MODEL_META = json.loads((ROOT / "model" / "model.json").read_text())
+POST_ROUTES = ("/predict", "/predict/batch", "/explain")
+ROUTES = {"/predict", "/predict/batch", "/explain", "/health", "/ready", "/model", "/metrics"}
+JSON = {"content-type": "application/json"}
+SMALL_BODY, SMALL_BATCH = 4096, 5  # the limits of the `small_server`
+
+
+# ---------------------------------------------------------------- helpers shared with the other process tests
+
+def free_port() -> int:
+    "A TCP port nothing listens on right now."
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(**overrides: str) -> dict:
+    "This environment without any CHURN_* variable, plus `overrides`."
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    return {**env, **overrides}
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30.0):
+    "Poll `url`/health until it answers 200; fail at once if the process dies."
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"churn_serve exited with {proc.returncode} before serving:\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200: return
+        except httpx.TransportError: pass
+        time.sleep(0.2)
+    pytest.fail(f"churn_serve did not answer /health within {timeout:.0f} s:\n{log.read_text()}")
+
+
+def stop(proc: subprocess.Popen) -> int:
+    "SIGTERM the server's whole process group, as a container runtime does; SIGKILL if it hangs."
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try: proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
+@contextmanager
+def running_server(log_dir: Path, *args: str, model: Path = ROOT / "model", startup: float = 30.0, **env: str):
+    "Start `churn_serve --model MODEL --host 127.0.0.1 --port FREE ARGS` with CHURN_* `env`; yield (base URL, process, log)."
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / "stderr.log"
+    with open(log_dir / "stdout.log", "wb") as out, open(log, "wb") as err:
+        proc = subprocess.Popen([script("churn_serve"), "--model", str(model), "--host", "127.0.0.1", "--port", str(port), *args],
+                                stdout=out, stderr=err, env=server_env(**env), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, proc, log, startup)
+        yield url, proc, log
+    finally:
+        stop(proc)
+
+
+def assert_error(r: httpx.Response, status: int, field: str | None = None, *, in_message: str | None = None) -> dict:
+    "`r` is the service's one error shape with `status`; its message names `field` and so does its first field error."
+    assert r.status_code == status, f"expected {status}, got {r.status_code}: {r.text}"
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    body = r.json()
+    assert set(body) == {"error"}, body
+    err = body["error"]
+    assert set(err) == {"status", "message", "fields"}, err
+    assert err["status"] == status and isinstance(err["message"], str) and err["message"], err
+    assert isinstance(err["fields"], list), err
+    for f in err["fields"]:
+        assert set(f) == {"field", "message", "type"} and all(isinstance(v, str) and v for v in f.values()), f
+    if field is not None:
+        assert err["message"].startswith(f"{field}: "), f"message does not name {field!r}: {err['message']!r}"
+        assert err["fields"] and err["fields"][0]["field"] == field, err["fields"]
+    if in_message is not None: assert in_message in err["message"], err["message"]
+    return err
+
+
+def metric_samples(client: httpx.Client, name: str) -> list:
+    "Samples of the metric family `name`, parsed from GET /metrics."
+    r = client.get("/metrics")
+    assert r.status_code == 200, r.text
+    return [s for fam in text_string_to_metric_families(r.text) if fam.name == name for s in fam.samples]
+
+
+def sample_value(samples, name: str, **labels) -> float:
+    found = [s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    return found[0] if found else 0.0
+
+
+def logit(p: float) -> float: return math.log(p / (1 - p))
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    "The service with the default settings: (base URL, stderr log)."
+    with running_server(tmp_path_factory.mktemp("server")) as (url, _, log): yield url, log
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server[0], timeout=60) as c: yield c
+
+
+@pytest.fixture(scope="module")
+def key_server(tmp_path_factory):
+    "The service with CHURN_API_KEY=secret."
+    with running_server(tmp_path_factory.mktemp("key_server"), CHURN_API_KEY="secret") as (url, _, log): yield url
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory):
+    "The service with small limits: 4 KiB bodies, 5-customer batches."
+    with running_server(tmp_path_factory.mktemp("small_server"), CHURN_MAX_BODY_BYTES=str(SMALL_BODY),
+                        CHURN_MAX_BATCH=str(SMALL_BATCH)) as (url, _, log): yield url
+
+
+@pytest.fixture(scope="module")
+def pipeline(model_dir):
+    "The saved scikit-learn Pipeline: the reference every served probability is checked against."
+    from churn_deploy.predict import load_pipeline
+    return load_pipeline(model_dir)
+
+
+@pytest.fixture(scope="module")
+def customers(data_csv):
+    "307 real customers (every 23rd row), as the workshop's dicts."
+    from churn_deploy.data import load_churn_data
+    from churn_deploy.train import to_records
+    return to_records(load_churn_data(data_csv))[::23]
+
+
+def proba(pipeline, customers: list[dict]) -> list[float]:
+    return [float(p) for p in pipeline.predict_proba(customers)[:, 1]]
+
+
+# ---------------------------------------------------------------- predictions
+
+def test_predict_workshop_sample(client, pipeline):
+    r = client.post("/predict", json=SAMPLE_CUSTOMER)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"churn_probability", "churn", "model_version"}
+    p = proba(pipeline, [SAMPLE_CUSTOMER])[0]
+    assert abs(body["churn_probability"] - p) <= 1e-9
+    assert body["churn"] is (p >= 0.5) and body["churn"] is True  # the workshop's customer gets the offer
+    assert body["model_version"] == MODEL_META["version"]
+
+
+def test_predict_real_customers_one_by_one(client, pipeline, customers):
+    few = customers[:25]
+    for c, p in zip(few, proba(pipeline, few)):
+        body = client.post("/predict", json=c).json()
+        assert abs(body["churn_probability"] - p) <= 1e-9, (c, body, p)
+        assert body["churn"] is (p >= 0.5)
+
+
+def test_batch_real_customers_in_order(client, pipeline, customers):
+    assert len(customers) > 300
+    r = client.post("/predict/batch", json={"customers": customers})
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    expected = proba(pipeline, customers)
+    assert len(preds) == len(customers)
+    assert {p > 0.5 for p in expected} == {True, False}  # both answers occur, so order matters
+    for i, (got, p) in enumerate(zip(preds, expected)):
+        assert set(got) == {"churn_probability", "churn", "model_version"}
+        assert abs(got["churn_probability"] - p) <= 1e-9, (i, got, p)
+        assert got["churn"] is (p >= 0.5) and got["model_version"] == MODEL_META["version"]
+
+
+def test_batch_reversed_is_reversed(client, customers):
+    "Order is the input's: reversing the request reverses the answer."
+    few = customers[:40]
+    fwd = [p["churn_probability"] for p in client.post("/predict/batch", json={"customers": few}).json()["predictions"]]
+    bwd = [p["churn_probability"] for p in client.post("/predict/batch", json={"customers": few[::-1]}).json()["predictions"]]
+    assert fwd == bwd[::-1] and fwd != bwd
+
+
+def test_batch_of_one(client, pipeline):
+    r = client.post("/predict/batch", json={"customers": [SAMPLE_CUSTOMER]})
+    assert r.status_code == 200, r.text
+    (pred,) = r.json()["predictions"]
+    assert abs(pred["churn_probability"] - proba(pipeline, [SAMPLE_CUSTOMER])[0]) <= 1e-9
+
+
+def test_batch_at_the_default_maximum(client):
+    r = client.post("/predict/batch", json={"customers": [SAMPLE_CUSTOMER] * 10_000})
+    assert r.status_code == 200, r.text[:300]
+    assert len(r.json()["predictions"]) == 10_000
+
+
+def test_batch_over_the_default_maximum(client):
+    err = assert_error(client.post("/predict/batch", json={"customers": [SAMPLE_CUSTOMER] * 10_001}), 422, "customers")
+    assert "10000" in err["message"], err["message"]
+
+
+def test_batch_empty(client):
+    assert_error(client.post("/predict/batch", json={"customers": []}), 422, "customers")
+
+
+@pytest.mark.parametrize("body, field", [({}, "customers"), ({"customers": SAMPLE_CUSTOMER}, "customers"),
+                                         ({"customers": [SAMPLE_CUSTOMER], "extra": 1}, "extra")],
+                         ids=["no customers", "customers not a list", "extra key"])
+def test_batch_bad_envelope(client, body, field):
+    assert_error(client.post("/predict/batch", json=body), 422, field)
+
+
+def test_explain(client, pipeline, customers):
+    dv, lr = pipeline[0], pipeline[-1]
+    coef = dict(zip(dv.feature_names_, lr.coef_[0]))
+    for c in [SAMPLE_CUSTOMER, *customers[:10]]:
+        r = client.post("/explain", json=c)
+        assert r.status_code == 200, r.text
+        e = r.json()
+        p = proba(pipeline, [c])[0]
+        assert abs(e["churn_probability"] - p) <= 1e-9
+        assert abs(e["intercept"] - lr.intercept_[0]) <= 1e-12
+        assert abs(e["intercept"] + sum(x["contribution"] for x in e["contributions"]) - logit(p)) <= 1e-9
+        assert abs(e["logit"] - logit(p)) <= 1e-9
+        assert len(e["contributions"]) == 19 and sorted(x["feature"] for x in e["contributions"]) == sorted(FEATURES)
+        sizes = [abs(x["contribution"]) for x in e["contributions"]]
+        assert sizes == sorted(sizes, reverse=True)
+        for x in e["contributions"]:  # coefficient × value, from the pickled Pipeline's own weights
+            assert x["value"] == c[x["feature"]]
+            k = x["feature"] if x["feature"] in coef else f"{x['feature']}={x['value']}"
+            assert abs(x["contribution"] - coef[k] * (x["value"] if k == x["feature"] else 1)) <= 1e-12, x
+        assert e["reasons"] and all(isinstance(s, str) and s for s in e["reasons"])
+        assert e["reasons"][0].startswith(f"{e['contributions'][0]['feature']} = ")
+        assert e["model_version"] == MODEL_META["version"]
+
+
+# ---------------------------------------------------------------- health, model, metrics, docs
+
+def test_health(client):
+    r = client.get("/health")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+def test_ready(client):
+    r = client.get("/ready")
+    assert r.status_code == 200 and r.json() == {"status": "ready", "model_version": MODEL_META["version"]}
+
+
+def test_model_metadata(client):
+    r = client.get("/model")
+    assert r.status_code == 200
+    meta = r.json()
+    assert "weights" not in meta and "weights" not in json.dumps(meta).replace("weights_sha256", "")
+    assert meta["metrics"]["test"]["auc"] >= 0.857
+    assert meta == {k: v for k, v in MODEL_META.items() if k != "weights"}
+
+
+def test_metrics_exposition(client):
+    assert client.post("/predict", json=SAMPLE_CUSTOMER).status_code == 200
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert re.search(r'^churn_http_requests_total\{[^}]*route="/predict"[^}]*status="200"[^}]*\} [1-9]', text, re.M), text
+    for name in ("churn_http_request_duration_seconds_bucket", "churn_predicted_probability_bucket", "churn_model_info"):
+        assert re.search(rf"^{name}\{{", text, re.M), f"{name} missing"
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    assert fams["churn_http_requests"].type == "counter"
+    assert fams["churn_http_request_duration_seconds"].type == "histogram"
+    assert fams["churn_predicted_probability"].type == "histogram"
+    (info,) = fams["churn_model_info"].samples
+    assert info.labels["version"] == MODEL_META["version"] and info.value == 1.0
+    assert any(s.labels.get("route") == "/predict" for s in fams["churn_http_request_duration_seconds"].samples)
+
+
+def test_metrics_count_requests_and_probabilities(client):
+    before = metric_samples(client, "churn_http_requests")
+    probs = metric_samples(client, "churn_predicted_probability")
+    client.post("/predict", json=SAMPLE_CUSTOMER)  # p = 0.645
+    client.post("/predict/batch", json={"customers": [SAMPLE_CUSTOMER] * 3})
+    client.post("/predict", content=b"{", headers=JSON)
+    after = metric_samples(client, "churn_http_requests")
+    probs2 = metric_samples(client, "churn_predicted_probability")
+    total = "churn_http_requests_total"
+    for route, status, n in (("/predict", "200", 1), ("/predict/batch", "200", 1), ("/predict", "400", 1)):
+        got = sample_value(after, total, method="POST", route=route, status=status) - \
+              sample_value(before, total, method="POST", route=route, status=status)
+        assert got == n, (route, status, got)
+    count = "churn_predicted_probability_count"
+    assert sample_value(probs2, count) - sample_value(probs, count) == 4
+    bucket = "churn_predicted_probability_bucket"
+    assert sample_value(probs2, bucket, le="0.6") == sample_value(probs, bucket, le="0.6")
+    assert sample_value(probs2, bucket, le="0.7") - sample_value(probs, bucket, le="0.7") == 4
+
+
+def test_metrics_do_not_label_unknown_paths(client):
+    "An unknown path is counted as <unmatched>, so scanners cannot blow up the label set."
+    assert client.get("/no-such-page-7f3a").status_code == 404
+    samples = metric_samples(client, "churn_http_requests")
+    assert not any("7f3a" in s.labels.get("route", "") for s in samples)
+    assert sample_value(samples, "churn_http_requests_total", method="GET", route="<unmatched>", status="404") >= 1
+
+
+@pytest.mark.parametrize("page, bundle", [("/docs", "SwaggerUIBundle"), ("/redoc", "Redoc")])
+def test_docs_render_offline(client, page, bundle):
+    r = client.get(page)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assets = re.findall(r'(?:src|href)="([^"]+)"', r.text)
+    assert any(a.endswith(".js") for a in assets), assets
+    if page == "/docs": assert any(a.endswith(".css") for a in assets), assets
+    assert "openapi.json" in r.text
+    for a in assets:
+        assert a.startswith("/") and not a.startswith("//"), f"{page} loads {a} from elsewhere"
+        got = client.get(a)
+        assert got.status_code == 200 and len(got.content) > 100, (a, got.status_code)
+    js = [a for a in assets if a.endswith(".js")][0]
+    assert bundle in client.get(js).text
+
+
+def test_openapi_documents_every_route_and_error(client):
+    r = client.get("/openapi.json")
+    assert r.status_code == 200
+    doc = r.json()
+    assert set(doc["paths"]) == ROUTES
+    schemas = doc["components"]["schemas"]
+    assert {"Customer", "ErrorResponse"} <= set(schemas)
+    for path in POST_ROUTES:
+        op = doc["paths"][path]["post"]
+        assert {"200", "400", "413", "415", "422", "503"} <= set(op["responses"]), (path, sorted(op["responses"]))
+        for code in ("400", "413", "415", "422", "503"):
+            ref = op["responses"][code]["content"]["application/json"]["schema"]["$ref"]
+            assert ref == "#/components/schemas/ErrorResponse", (path, code, ref)
+        assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"].startswith("#/components/schemas/")
+    customer = schemas["Customer"]
+    assert sorted(customer["properties"]) == sorted(FEATURES) and sorted(customer["required"]) == sorted(FEATURES)
+    assert customer.get("additionalProperties") is False
+    assert customer["properties"]["streamingtv"]["enum"] == ["no", "no_internet_service", "yes"]
+
+
+# ---------------------------------------------------------------- bad input: one error shape, never a 5xx
+
+def _with(field: str, literal: str) -> bytes:
+    "The workshop customer as JSON text with `field` set to the raw JSON `literal` (NaN, 1e400, … pass as written)."
+    return json.dumps({**SAMPLE_CUSTOMER, field: "@@"}).replace('"@@"', literal).encode()
+
+
+BAD_CUSTOMERS = {  # name: (body, field the message must name)
+    "missing field": (json.dumps({k: v for k, v in SAMPLE_CUSTOMER.items() if k != "tenure"}).encode(), "tenure"),
+    "extra field": (json.dumps({**SAMPLE_CUSTOMER, "colour": "red"}).encode(), "colour"),
+    "streamingtv maybe": (_with("streamingtv", '"maybe"'), "streamingtv"),
+    "raw csv category": (_with("contract", '"Month-to-month"'), "contract"),
+    "null category": (_with("gender", "null"), "gender"),
+    "tenure as string": (_with("tenure", '"5"'), "tenure"),
+    "tenure fractional": (_with("tenure", "1.5"), "tenure"),
+    "seniorcitizen true": (_with("seniorcitizen", "true"), "seniorcitizen"),
+    "seniorcitizen 2": (_with("seniorcitizen", "2"), "seniorcitizen"),
+    "monthlycharges as string": (_with("monthlycharges", '"29.85"'), "monthlycharges"),
+    "tenure -1": (_with("tenure", "-1"), "tenure"),
+    "totalcharges negative": (_with("totalcharges", "-0.01"), "totalcharges"),
+    "monthlycharges 1e12": (_with("monthlycharges", "1e12"), "monthlycharges"),
+    "monthlycharges NaN": (_with("monthlycharges", "NaN"), "monthlycharges"),
+    "monthlycharges Infinity": (_with("monthlycharges", "Infinity"), "monthlycharges"),
+    "totalcharges -Infinity": (_with("totalcharges", "-Infinity"), "totalcharges"),
+    "tenure NaN": (_with("tenure", "NaN"), "tenure"),
+    "monthlycharges 1e400": (_with("monthlycharges", "1e400"), "monthlycharges"),
+    "tenure 1e400": (_with("tenure", "1e400"), "tenure"),
+    "totalcharges 400 digits": (_with("totalcharges", "1" + "0" * 400), "totalcharges"),
+    "tenure 400 digits": (_with("tenure", "1" + "0" * 400), "tenure"),
+}
+
+
+@pytest.mark.parametrize("route", ["/predict", "/explain"])
+@pytest.mark.parametrize("case", BAD_CUSTOMERS)
+def test_bad_customer_is_422_naming_the_field(client, route, case):
+    body, field = BAD_CUSTOMERS[case]
+    assert_error(client.post(route, content=body, headers=JSON), 422, field)
+
+
+@pytest.mark.parametrize("case", BAD_CUSTOMERS)
+def test_bad_row_in_batch_names_index_and_field(client, case):
+    body, field = BAD_CUSTOMERS[case]
+    good = json.dumps(SAMPLE_CUSTOMER).encode()
+    batch = b'{"customers": [' + b", ".join([good, good, good, body, good]) + b"]}"
+    assert_error(client.post("/predict/batch", content=batch, headers=JSON), 422, f"customers[3].{field}")
+
+
+BAD_BODIES = {  # name: (body, content type, status, field)
+    "malformed JSON": (b'{"gender": "female",', "application/json", 400, None),
+    "empty body": (b"", "application/json", 400, None),
+    "not UTF-8": (b'{"gender": "\xff"}', "application/json", 400, None),
+    "deeply nested": (b"[" * 50_000 + b"]" * 50_000, "application/json", 400, None),
+    "array instead of object": (json.dumps([SAMPLE_CUSTOMER]).encode(), "application/json", 422, "body"),
+    "null": (b"null", "application/json", 422, "body"),
+    "text/plain": (json.dumps(SAMPLE_CUSTOMER).encode(), "text/plain", 415, None),
+    "form": (b"gender=female", "application/x-www-form-urlencoded", 415, None),
+    "no content type": (json.dumps(SAMPLE_CUSTOMER).encode(), None, 415, None),
+}
+
+
+@pytest.mark.parametrize("route", POST_ROUTES)
+@pytest.mark.parametrize("case", BAD_BODIES)
+def test_bad_body(client, route, case):
+    body, ctype, status, field = BAD_BODIES[case]
+    err = assert_error(client.post(route, content=body, headers={"content-type": ctype} if ctype else {}), status, field)
+    if status == 400: assert err["message"].startswith("body is not valid JSON"), err
+    if status == 415: assert err["message"].startswith("content-type: "), err
+
+
+def test_json_content_type_with_charset_is_fine(client):
+    r = client.post("/predict", content=json.dumps(SAMPLE_CUSTOMER).encode(),
+                    headers={"content-type": "application/json; charset=utf-8"})
+    assert r.status_code == 200, r.text
+
+
+def test_unknown_route_is_404(client):
+    err = assert_error(client.get("/predictions"), 404)
+    assert "/predictions" in err["message"]
+    assert_error(client.post("/predictions", json=SAMPLE_CUSTOMER), 404)
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/predict"), ("PUT", "/predict/batch"), ("DELETE", "/explain"),
+                                          ("POST", "/health"), ("POST", "/ready"), ("POST", "/metrics")])
+def test_wrong_method_is_405(client, method, path):
+    r = client.request(method, path, json=SAMPLE_CUSTOMER if method != "GET" else None)
+    err = assert_error(r, 405)
+    assert method in err["message"] and path in err["message"]
+    assert "allow" in r.headers
+
+
+# ---------------------------------------------------------------- size limits (a server with small ones)
+
+def _padded(size: int) -> bytes:
+    "A valid customer JSON body of exactly `size` bytes (padded with spaces, which JSON ignores)."
+    body = json.dumps(SAMPLE_CUSTOMER).encode()
+    assert len(body) <= size
+    return body[:-1] + b" " * (size - len(body)) + b"}"
+
+
+def _chunks(body: bytes, n: int = 1000):
+    "A generator, so httpx sends the body chunked, with no Content-Length."
+    for i in range(0, len(body), n): yield body[i:i + n]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_body_at_the_limit_is_accepted(small_server, chunked):
+    body = _padded(SMALL_BODY)
+    r = httpx.post(small_server + "/predict", content=_chunks(body) if chunked else body, headers=JSON, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("route", POST_ROUTES)
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_body_over_the_limit_is_413(small_server, route, chunked):
+    body = _padded(SMALL_BODY + 1)
+    r = httpx.post(small_server + route, content=_chunks(body) if chunked else body, headers=JSON, timeout=30)
+    err = assert_error(r, 413)
+    assert err["message"].startswith("body: ") and str(SMALL_BODY) in err["message"], err
+
+
+def test_much_larger_chunked_body_is_413(small_server):
+    body = _padded(60_000)
+    r = httpx.post(small_server + "/predict/batch", content=_chunks(body, 4096), headers=JSON, timeout=30)
+    assert_error(r, 413)
+
+
+def test_server_still_serves_after_413(small_server):
+    with httpx.Client(base_url=small_server, timeout=30) as c:
+        assert_error(c.post("/predict", content=_chunks(_padded(SMALL_BODY * 2)), headers=JSON), 413)
+        assert c.post("/predict", json=SAMPLE_CUSTOMER).status_code == 200
+
+
+def test_configured_max_batch(small_server):
+    ok = httpx.post(small_server + "/predict/batch", json={"customers": [SAMPLE_CUSTOMER] * SMALL_BATCH}, timeout=30)
+    assert ok.status_code == 200 and len(ok.json()["predictions"]) == SMALL_BATCH
+    over = httpx.post(small_server + "/predict/batch", json={"customers": [SAMPLE_CUSTOMER] * (SMALL_BATCH + 1)}, timeout=30)
+    err = assert_error(over, 422, "customers")
+    assert str(SMALL_BATCH) in err["message"]
+
+
+# ---------------------------------------------------------------- the API key
+
+@pytest.mark.parametrize("headers", [{}, {"x-api-key": "wrong"}, {"x-api-key": ""}, {"x-api-key": "Secret"}, {"x-api-key": "secret2"},
+                                     {"x-api-key": "a-much-longer-wrong-key-than-the-real-one"}, {"authorization": "Bearer secret"}],
+                         ids=["no header", "wrong", "empty", "other case", "key as prefix", "longer", "bearer instead"])
+def test_api_key_refused(key_server, headers):
+    r = httpx.post(key_server + "/predict", json=SAMPLE_CUSTOMER, headers=headers, timeout=30)
+    err = assert_error(r, 401)
+    assert "x-api-key" in err["message"].lower()
+    assert "www-authenticate" in r.headers
+
+
+def test_api_key_accepted(key_server, pipeline):
+    r = httpx.post(key_server + "/predict", json=SAMPLE_CUSTOMER, headers={"X-API-Key": "secret"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert abs(r.json()["churn_probability"] - proba(pipeline, [SAMPLE_CUSTOMER])[0]) <= 1e-9
+
+
+@pytest.mark.parametrize("method, path", [("POST", "/predict/batch"), ("POST", "/explain"), ("GET", "/metrics"), ("GET", "/model")])
+def test_api_key_guards_every_other_route(key_server, method, path):
+    body = {"customers": [SAMPLE_CUSTOMER]} if path == "/predict/batch" else SAMPLE_CUSTOMER
+    kw = {"json": body} if method == "POST" else {}
+    assert_error(httpx.request(method, key_server + path, timeout=30, **kw), 401)
+    ok = httpx.request(method, key_server + path, headers={"X-API-Key": "secret"}, timeout=30, **kw)
+    assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready"])
+def test_probes_need_no_api_key(key_server, path):
+    assert httpx.get(key_server + path, timeout=30).status_code == 200
+
+
+def test_api_key_checked_before_the_body(key_server):
+    "A caller without the key learns nothing about the schema."
+    assert_error(httpx.post(key_server + "/predict", content=b"{", headers=JSON, timeout=30), 401)
+    assert_error(httpx.post(key_server + "/predict", content=b"{", headers={**JSON, "X-API-Key": "secret"}, timeout=30), 400)
+
+
+def test_openapi_documents_the_api_key(key_server):
+    doc = httpx.get(key_server + "/openapi.json", timeout=30).json()
+    assert doc["components"]["securitySchemes"]["APIKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    for path in POST_ROUTES:
+        assert "401" in doc["paths"][path]["post"]["responses"] and doc["paths"][path]["post"]["security"]
+    assert "security" not in doc["paths"]["/health"]["get"] and "security" not in doc["paths"]["/ready"]["get"]
+
+
+# ---------------------------------------------------------------- last: nothing above made the server fail
+
+def test_no_5xx_and_no_traceback_in_the_server(client, server):
+    samples = metric_samples(client, "churn_http_requests")
+    statuses = {s.labels["status"] for s in samples if s.name == "churn_http_requests_total"}
+    assert statuses and not any(s.startswith("5") for s in statuses), statuses
+    log = server[1].read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
