@@ -1,0 +1,715 @@
+"""Benchmark churn-deploy against the workshop-style baseline, in one run (issue 5).
+
+    uv run --locked python bench/bench.py            # the full run: about 8 minutes on 2 quiet cores
+    uv run --locked python bench/bench.py --smoke    # every stage, tiny, to prove it works
+
+Each figure is measured for the baseline (bench/baseline_app.py, bench/baseline_score.py) and for
+the project, one after the other so they never compete for the CPU, and printed with the ratio
+and PASS/FAIL against the issue's target. HTTP load comes from wrk (bench/predict.lua) against
+127.0.0.1. Both sides start from the same bytecode state (a temp PYTHONPYCACHEPREFIX warmed by
+an unmeasured run). Before each measurement the benchmark waits for other processes to go quiet,
+and it repeats a measurement during which they used more than QUIET cores.
+
+The exit status is 1 when any request fails under load or the probabilities differ, and, in the
+full run, when any target is missed.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import http.client
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from churn_deploy.data import SAMPLE_CUSTOMER as SAMPLE
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent  # console scripts of the environment running the benchmark
+MAX_DIFF = 1e-12  # largest |baseline - project| probability accepted
+CHILD_ENV = dict(os.environ)  # the environment of every process the benchmark starts; see child_env()
+
+
+def child_env(tmp: Path) -> dict:
+    """Environment for the servers and scorers: no API key, and bytecode cached under `tmp`.
+
+    A deployed image has its bytecode compiled (the Dockerfile sets UV_COMPILE_BYTECODE=1), while a
+    fresh `uv sync` has none and PYTHONDONTWRITEBYTECODE=1 would recompile every import on every
+    spawn. A cache prefix in the temp dir, filled by an unmeasured first run, gives both sides the
+    deployed situation without writing into .venv.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("CHURN_API_KEY", "PYTHONDONTWRITEBYTECODE")}
+    return {**env, "PYTHONPYCACHEPREFIX": str(tmp / "pycache")}
+
+
+@dataclass
+class Plan:
+    "How long and how big each stage is."
+    smoke: bool
+    inproc_calls: tuple[int, int]  # calls per repeat: baseline, project
+    inproc_repeats: int
+    cold_runs: int  # measured spawns per side, after one unmeasured warm-up spawn
+    rss_requests: int
+    warmup_s: int
+    load_s: int
+    batch_rows: int
+    attempts: int  # tries of a measurement disturbed by other processes (the least disturbed one counts)
+    quiet_wait_s: int  # how long to wait for other processes to go quiet before each measurement
+    connections: int = 8
+
+
+FULL = Plan(False, (1_000, 20_000), 5, 5, 10_000, 3, 10, 1_000_000, attempts=3, quiet_wait_s=120)
+SMOKE = Plan(True, (100, 1_000), 2, 1, 1_000, 1, 2, 20_000, attempts=1, quiet_wait_s=0)
+QUIET = 0.15  # cores of CPU used by other processes during a measurement above which it counts as disturbed
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine
+
+def machine() -> list[str]:
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor() or "?")
+    mem = int(next(l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")))
+    libs = []
+    for name in ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "fastapi", "starlette", "pydantic",
+                 "uvicorn", "uvloop", "httptools", "h11", "orjson", "anyio"):
+        try: libs.append(f"{name} {version(name)}")
+        except PackageNotFoundError: pass
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()
+    return [f"machine: {cpu}, {os.cpu_count()} cores, {mem / 2**20:.1f} GiB RAM, "
+            f"{platform.system()} {platform.release()}",
+            f"python: {platform.python_version()} ({platform.python_implementation()}) {sys.executable}",
+            "libraries: " + ", ".join(libs),
+            f"load generator: {wrk[0].split('[')[0].strip() if wrk else 'wrk ?'}"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes: servers, their worker, their memory
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_stat(pid: int) -> tuple[int, int]:
+    "(parent pid, CPU ticks used) of a process."
+    rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(rest[1]), int(rest[11]) + int(rest[12])
+
+
+def process_tree(root: int) -> list[int]:
+    "`root` and all its descendants."
+    parents = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try: parents[int(d.name)] = proc_stat(int(d.name))[0]
+            except (OSError, IndexError, ValueError): pass
+    tree, frontier = [root], [root]
+    while frontier:
+        kids = [p for p, pp in parents.items() if pp in frontier]
+        tree += kids
+        frontier = kids
+    return tree
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"): return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+DISTURBANCE: dict[str, float] = {}  # measurement → cores of CPU other processes used during it
+
+
+def machine_ticks() -> tuple[int, int]:
+    "(busy, steal) clock ticks of all CPUs since boot."
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+    return user + nice + system + irq + softirq, steal
+
+
+def own_seconds() -> float:
+    "CPU seconds of this process and its reaped children."
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class CpuWatch:
+    "How much CPU other processes, not the benchmark's, used during a `with` block, in cores."
+
+    def __init__(self, live: list[int] = ()):  # running processes of ours, e.g. a server's tree
+        self.live = list(live)
+
+    def _live_seconds(self) -> float:
+        total = 0
+        for pid in self.live:
+            try: total += proc_stat(pid)[1]
+            except (OSError, IndexError): pass
+        return total / TICK
+
+    def __enter__(self):
+        self.t0, (self.busy0, self.steal0) = time.perf_counter(), machine_ticks()
+        self.own0, self.live0 = own_seconds(), self._live_seconds()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.t0
+        busy, steal = machine_ticks()
+        ours = own_seconds() - self.own0 + self._live_seconds() - self.live0
+        self.other = max(0.0, ((busy - self.busy0) / TICK - ours) / wall)
+        self.steal = (steal - self.steal0) / TICK / wall
+
+
+def wait_quiet(plan: Plan, live: list[int] = ()):
+    "Wait, up to `plan.quiet_wait_s`, until other processes use less than QUIET cores."
+    deadline, told = time.perf_counter() + plan.quiet_wait_s, False
+    while plan.quiet_wait_s:
+        with CpuWatch(live) as w: time.sleep(1)
+        if w.other < QUIET: return
+        if time.perf_counter() > deadline:
+            say(f"          (other processes still use {w.other:.2f} cores after {plan.quiet_wait_s} s; measuring anyway)")
+            return
+        if not told: say(f"          (waiting for other processes to go quiet: they use {w.other:.2f} cores)")
+        told = True
+
+
+def measure(plan: Plan, label: str, fn, live=lambda: []):
+    "Run `fn()` on a quiet machine; repeat it if other processes disturbed it. Return the least disturbed result."
+    best = None
+    for attempt in range(plan.attempts):
+        wait_quiet(plan, live())
+        with CpuWatch(live()) as w: r = fn()
+        if best is None or w.other < best[1]: best = (r, w.other)
+        if w.other <= QUIET: break
+        if attempt + 1 < plan.attempts: say(f"          ({label}: other processes used {w.other:.2f} cores; measuring again)")
+    DISTURBANCE[label] = best[1]
+    return best[0]
+
+
+class Server:
+    "A server process started in its own session, so it and its workers stop together."
+
+    def __init__(self, name: str, cmd: list[str], port: int, log: Path):
+        self.name, self.cmd, self.port, self.log = name, cmd, port, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        self.logf = open(self.log, "ab")
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=CHILD_ENV, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        return t0
+
+    def first_200(self, t0: float, body: bytes, timeout: float = 120, every: float = 0.005) -> float:
+        "Seconds from `t0` to the first 200 from POST /predict, polling every `every` seconds."
+        while True:
+            if self.proc.poll() is not None: raise RuntimeError(f"{self.name} exited: {self.tail()}")
+            try:
+                status, _ = post_once(self.port, body, timeout=timeout)
+                if status == 200: return time.perf_counter() - t0
+            except OSError: pass
+            if time.perf_counter() - t0 > timeout: raise RuntimeError(f"{self.name} not ready in {timeout}s: {self.tail()}")
+            time.sleep(every)
+
+    def worker_pid(self) -> int:
+        "The process in the server's tree that used the most CPU: the one that served the requests."
+        return max(process_tree(self.proc.pid), key=lambda p: proc_stat(p)[1])
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            try: os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError: pass
+            try: self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        if self.proc:  # a worker left behind by a supervisor that died first
+            try: os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError: pass
+            self.logf.close()
+        self.proc = None
+
+    def tail(self, n: int = 20) -> str:
+        try: return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError: return ""
+
+
+def post_once(port: int, body: bytes, timeout: float = 10) -> tuple[int, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally: c.close()
+
+
+def send_requests(port: int, bodies: list[bytes], n: int, connections: int) -> int:
+    "Send exactly `n` POST /predict over `connections` keep-alive connections; return the failures."
+    errors = [0] * connections
+
+    def run(k: int):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for j in range(k, n, connections):
+            try:
+                c.request("POST", "/predict", bodies[j % len(bodies)], {"Content-Type": "application/json"})
+                r = c.getresponse()
+                r.read()
+                if r.status != 200: errors[k] += 1
+            except (OSError, http.client.HTTPException):
+                errors[k] += 1
+                c.close()
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.close()
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(connections)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    return sum(errors)
+
+
+# ---------------------------------------------------------------------------------------------
+# wrk
+
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    requests: int
+    errors: int
+    error_detail: dict = field(default_factory=dict)
+
+
+def wrk(port: int, seconds: int, connections: int, bodies_file: Path) -> Load:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s", "-s", str(BENCH / "predict.lua"),
+           f"http://127.0.0.1:{port}/predict", "--", str(bodies_file)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((l for l in r.stdout.splitlines() if l.startswith("WRK_RESULT ")), None)
+    if r.returncode or line is None:
+        raise RuntimeError(f"wrk failed ({r.returncode}): {r.stdout[-2000:]} {r.stderr[-2000:]}")
+    d = json.loads(line.split(" ", 1)[1])
+    detail = {k: d[k] for k in ("connect", "read", "write", "status", "timeout")}
+    return Load(d["requests"] / (d["duration_us"] / 1e6), d["p50_us"] / 1e3, d["p99_us"] / 1e3, d["max_us"] / 1e3,
+                d["requests"], sum(detail.values()), detail)
+
+
+WRK_CMD = "wrk -t1 -c{c} -d{d}s --timeout 2s -s bench/predict.lua http://127.0.0.1:PORT/predict -- bodies.jsonl"
+
+
+# ---------------------------------------------------------------------------------------------
+# The two sides
+
+def baseline_cmd(port: int, workers: int = 1) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "baseline_app:app", "--app-dir", str(BENCH), "--host", "127.0.0.1",
+            "--port", str(port), "--loop", "asyncio", "--http", "h11", "--workers", str(workers)]
+
+
+def project_cmd(port: int, workers: int = 1) -> list[str]:
+    return [str(BIN / "churn_serve"), "--model", str(ROOT / "model"), "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers)]
+
+
+def baseline_score_cmd(inp: Path, out: Path) -> list[str]:
+    return [sys.executable, str(BENCH / "baseline_score.py"), "--input", str(inp), "--output", str(out)]
+
+
+def project_score_cmd(inp: Path, out: Path) -> list[str]:
+    return [str(BIN / "churn_score"), "--input", str(inp), "--output", str(out), "--model", str(ROOT / "model")]
+
+
+def load_project_scorer(model_dir: Path):
+    "The project's in-process scorer: a callable customer dict -> probability."
+    from churn_deploy.predict import load_model
+    return load_model(model_dir).predict_proba
+
+
+STAGES = ("inprocess", "cold", "http", "batch")
+
+
+def project_available(stages) -> str | None:
+    "None when the project's side of `stages` can be measured, else why not."
+    batch = "batch" in stages
+    need = ["predict", "serve"] + ["score"] * batch
+    missing = [f"churn_deploy/{m}.py" for m in need if not (ROOT / "churn_deploy" / f"{m}.py").exists()]
+    missing += [f"{BIN}/{s}" for s in ["churn_serve"] + ["churn_score"] * batch if not (BIN / s).exists()]
+    return ", ".join(missing) + " missing" if missing else None
+
+
+def short(cmd: list[str]) -> str:
+    "A command as one would type it from the repository root."
+    parts = [Path(c).name if c in (sys.executable,) or c.startswith(str(BIN)) else
+             os.path.relpath(c, ROOT) if c.startswith(str(ROOT)) else c for c in cmd]
+    return shlex.join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+def other(label: str) -> str:
+    return f"; other processes {DISTURBANCE[label]:.2f} cores"
+
+
+def stage_inprocess(plan: Plan, records: list[dict], pipeline, scorer) -> dict:
+    import numpy as np
+    say("\n== in-process single prediction ==")
+    ref = pipeline.predict_proba(records)[:, 1]
+    sides = {"baseline": lambda c: pipeline.predict_proba(c)[0, 1]}
+    if scorer: sides["project"] = scorer
+    out = {}
+    for (name, fn), n in zip(sides.items(), plan.inproc_calls):
+        custs = [records[i % len(records)] for i in range(0, n * 7, 7)]  # n distinct real customers
+        for c in custs[:50]: fn(c)  # warm-up
+
+        def repeats():
+            per_call = []
+            for _ in range(plan.inproc_repeats):
+                t0 = time.perf_counter()
+                for c in custs: fn(c)
+                per_call.append((time.perf_counter() - t0) / n * 1e6)
+            return per_call
+        per_call = measure(plan, f"{name} in-process", repeats)
+        out[name] = min(per_call)
+        label = "pipeline.predict_proba(customer_dict)[0, 1]" if name == "baseline" else "model.predict_proba(customer_dict)"
+        say(f"{name:8}  {label}: {out[name]:.2f} µs/call (best of {plan.inproc_repeats} × {n:,} calls: "
+            f"{', '.join(f'{x:.2f}' for x in per_call)}{other(f'{name} in-process')})")
+    # same probabilities, one call per real customer against the Pipeline's batch answer
+    base_single = max(abs(pipeline.predict_proba(r)[0, 1] - p) for r, p in zip(records[:500], ref))
+    say(f"baseline  single-call vs batch predict_proba, 500 rows: max |diff| = {base_single:.3g}")
+    if scorer:
+        got = np.array([scorer(r) for r in records])
+        out["max_diff"] = float(np.max(np.abs(got - ref)))
+        say(f"project   vs Pipeline.predict_proba over all {len(records):,} real rows: max |diff| = "
+            f"{out['max_diff']:.3g} ({'PASS' if out['max_diff'] <= MAX_DIFF else 'FAIL'}, must be ≤ {MAX_DIFF:g})")
+    return out
+
+
+def stage_cold(plan: Plan, name: str, make_cmd, tmp: Path) -> dict:
+    body = json.dumps(SAMPLE).encode()
+
+    def spawn():
+        port = free_port()
+        s = Server(name, make_cmd(port), port, tmp / f"{name}-cold.log")
+        try: return s.first_200(s.start(), body)
+        finally: s.stop()
+    if not plan.smoke: spawn()  # unmeasured: fills the bytecode cache
+    times = [measure(plan, f"{name} cold start #{k + 1}", spawn) for k in range(plan.cold_runs)]
+    worst = max(DISTURBANCE[f"{name} cold start #{k + 1}"] for k in range(plan.cold_runs))
+    say(f"{name:8}  cold start, spawn → first 200 from POST /predict: {statistics.median(times) * 1e3:,.0f} ms "
+        f"(median of {len(times)}: {', '.join(f'{t * 1e3:,.0f}' for t in times)} ms; "
+        f"{'' if plan.smoke else 'after 1 unmeasured spawn; '}polled every 5 ms; other processes ≤ {worst:.2f} cores)")
+    return {"cold_ms": statistics.median(times) * 1e3}
+
+
+def check_answers(name: str, port: int, customers: list[dict], expected) -> float:
+    "POST each customer once; check status and shape; return the max |probability - expected|."
+    diff = 0.0
+    for c, p in zip(customers, expected):
+        status, raw = post_once(port, json.dumps(c).encode())
+        if status != 200: raise RuntimeError(f"{name}: POST /predict → {status} {raw[:300]!r}")
+        d = json.loads(raw)
+        if not isinstance(d.get("churn"), bool) or d["churn"] != (d["churn_probability"] >= 0.5):
+            raise RuntimeError(f"{name}: unexpected answer {d}")
+        diff = max(diff, abs(d["churn_probability"] - p))
+    return diff
+
+
+INVALID = {"extra field": {**SAMPLE, "nickname": "x"}, "unknown contract": {**SAMPLE, "contract": "weekly"},
+           "missing tenure": {k: v for k, v in SAMPLE.items() if k != "tenure"},
+           "tenure as text": {**SAMPLE, "tenure": "one"}, "negative charges": {**SAMPLE, "monthlycharges": -1}}
+
+
+def stage_http(plan: Plan, name: str, make_cmd, tmp: Path, bodies: list[bytes], bodies_file: Path,
+               check: tuple[list[dict], list[float]], workers: int = 1, rss: bool = True) -> dict:
+    port = free_port()
+    s = Server(name, make_cmd(port, workers), port, tmp / f"{name}-{workers}w.log")
+    out = {}
+    try:
+        s.first_200(s.start(), bodies[0])
+        out["http_max_diff"] = check_answers(name, port, *check)
+        out["invalid"] = {k: post_once(port, json.dumps(v).encode())[0] for k, v in INVALID.items()}
+        tag = f"{name} {workers}w"
+        if rss:
+            t0 = time.perf_counter()
+            out["rss_errors"] = send_requests(port, bodies, plan.rss_requests, plan.connections)
+            pid = s.worker_pid()
+            out["rss_mib"] = rss_kib(pid) / 1024
+            tree = process_tree(s.proc.pid)
+            say(f"{tag:11} worker RSS after {plan.rss_requests:,} requests: {out['rss_mib']:.1f} MiB "
+                f"(pid {pid}; {len(tree)} process(es) in the server's tree, {sum(map(rss_kib, tree)) / 1024:.1f} MiB "
+                f"in all; {out['rss_errors']} failed; {time.perf_counter() - t0:.1f} s)")
+        warm = wrk(port, plan.warmup_s, plan.connections, bodies_file)
+        runs = []
+        def load_run():
+            runs.append(wrk(port, plan.load_s, plan.connections, bodies_file))
+            return runs[-1]
+        load = measure(plan, f"{tag} load", load_run, live=lambda: process_tree(s.proc.pid))
+        out.update(rps=load.rps, p50_ms=load.p50_ms, p99_ms=load.p99_ms,
+                   load_errors=warm.errors + sum(r.errors for r in runs))
+        say(f"{tag:11} POST /predict, {plan.connections} connections, {plan.load_s} s after {plan.warmup_s} s warm-up: "
+            f"{load.rps:,.0f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms, max {load.max_ms:.1f} ms, "
+            f"{load.requests:,} requests, errors {load.errors} {load.error_detail}{other(f'{tag} load')} "
+            f"(warm-up: {warm.requests:,} requests, errors {warm.errors})")
+        if s.proc.poll() is not None: raise RuntimeError(f"{name} died under load: {s.tail()}")
+    finally: s.stop()
+    return out
+
+
+def make_batch_input(raw: Path, rows: int, dest: Path) -> None:
+    "A raw Telco-format CSV of `rows` customers resampled from the real file, without the Churn column."
+    import numpy as np
+    lines = raw.read_text().splitlines()
+    header, data = lines[0], [l.rsplit(",", 1)[0] for l in lines[1:] if l]
+    assert header.endswith(",Churn"), header
+    idx = np.random.default_rng(5).integers(0, len(data), rows)
+    with open(dest, "w") as f:
+        f.write(header.rsplit(",", 1)[0] + "\n")
+        for i0 in range(0, rows, 100_000):
+            f.write("".join(f"{i:07d}-{data[j]}\n" for i, j in enumerate(idx[i0:i0 + 100_000].tolist(), i0)))
+
+
+def run_timed(cmd: list[str], log: Path) -> tuple[float, float]:
+    "Run `cmd` to the end; return (wall seconds, peak RSS MiB)."
+    with open(log, "wb") as f:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, cwd=ROOT, env=CHILD_ENV, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _, status, ru = os.wait4(p.pid, 0)
+        t = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode: raise RuntimeError(f"{short(cmd)} exited {p.returncode}: {log.read_text()[-2000:]}")
+    return t, ru.ru_maxrss / 1024
+
+
+def stage_batch(plan: Plan, raw: Path, tmp: Path, project: bool) -> dict:
+    import numpy as np
+    import pandas as pd
+    say(f"\n== batch scoring, {plan.batch_rows:,} rows CSV → CSV, end to end in a subprocess ==")
+    inp = tmp / "batch.csv"
+    t0 = time.perf_counter()
+    make_batch_input(raw, plan.batch_rows, inp)
+    say(f"input: {plan.batch_rows:,} rows resampled from {raw.name} (seed 5, no Churn column), "
+        f"{inp.stat().st_size / 2**20:.0f} MiB, made in {time.perf_counter() - t0:.1f} s")
+    small = tmp / "warm.csv"
+    make_batch_input(raw, 1_000, small)
+    sides = {"baseline": baseline_score_cmd}
+    if project: sides["project"] = project_score_cmd
+    out, outputs = {}, {}
+    for name, make_cmd in sides.items():
+        run_timed(make_cmd(small, tmp / f"{name}-warm-out.csv"), tmp / f"{name}-score.log")  # warm the caches
+        outputs[name] = tmp / f"{name}-out.csv"
+        t, peak = measure(plan, f"{name} batch", lambda: run_timed(make_cmd(inp, outputs[name]), tmp / f"{name}-score.log"))
+        out[name] = {"rows_per_s": plan.batch_rows / t, "seconds": t, "peak_rss_mib": peak}
+        say(f"{name:8}  {short(make_cmd(inp, outputs[name]))}\n"
+            f"          {t:.2f} s, {plan.batch_rows / t:,.0f} rows/s, peak RSS {peak:,.0f} MiB{other(f'{name} batch')}")
+    frames = {k: pd.read_csv(v, engine="pyarrow") for k, v in outputs.items()}
+    for k, df in frames.items():
+        missing = {"customerID", "churn_probability", "churn"} - set(df.columns)
+        if len(df) != plan.batch_rows or missing:
+            raise RuntimeError(f"{k}: output has {len(df):,} rows, missing columns {missing or 'none'}")
+    if project:
+        b, p = frames["baseline"], frames["project"]
+        same_ids = bool((b["customerID"].to_numpy() == p["customerID"].to_numpy()).all())
+        out["max_diff"] = float(np.max(np.abs(b["churn_probability"].to_numpy() - p["churn_probability"].to_numpy())))
+        labels = {k: df["churn"].astype(str).str.lower().isin(["true", "1", "yes"]).to_numpy() for k, df in frames.items()}
+        out["label_mismatch"] = int((labels["baseline"] != labels["project"]).sum())
+        say(f"outputs agree: same customerIDs in order {same_ids}; churn_probability max |diff| {out['max_diff']:.3g}; "
+            f"churn labels differing {out['label_mismatch']}")
+        if not same_ids: raise RuntimeError("batch outputs list different customers")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+@dataclass
+class Figure:
+    label: str
+    unit: str
+    baseline: float | None
+    project: float | None
+    higher_better: bool
+    target: float  # the improvement factor the issue asks for
+    target_text: str
+    fmt: str = ",.0f"
+
+    @property
+    def factor(self) -> float | None:
+        if not self.baseline or not self.project: return None
+        return self.project / self.baseline if self.higher_better else self.baseline / self.project
+
+    @property
+    def ok(self) -> bool | None:
+        return None if self.factor is None else self.factor >= self.target
+
+    def row(self) -> str:
+        v = lambda x: "n/a" if x is None else format(x, self.fmt)
+        f = self.factor
+        ratio = "n/a" if f is None else f"{f:.1f}×" if self.higher_better else f"{1 / f:.3f} (1/{f:.1f})"
+        if f is not None and not self.higher_better and self.label.startswith("in-process"):
+            ratio = f"{f:.1f}× faster"
+        return (f"| {self.label}, {self.unit} | {v(self.baseline)} | {v(self.project)} | {ratio} | {self.target_text} "
+                f"| {'n/a' if self.ok is None else 'PASS' if self.ok else 'FAIL'} |")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Benchmark churn-deploy against the workshop-style baseline (issue 5).")
+    ap.add_argument("--smoke", action="store_true", help="every stage, tiny: proves the benchmark works, times nothing")
+    ap.add_argument("--data", help="the Telco CSV (default: CHURN_DATA, the cache, then the download)")
+    ap.add_argument("--json", help="also write the figures to this JSON file")
+    ap.add_argument("--baseline-only", action="store_true", help="measure only the baseline")
+    ap.add_argument("--only", default=",".join(STAGES), help=f"comma-separated stages (default: all of {','.join(STAGES)})")
+    ap.add_argument("--quiet-wait", type=int, help="seconds to wait for other processes to go quiet before each "
+                    f"measurement (default: {FULL.quiet_wait_s}, smoke: {SMOKE.quiet_wait_s})")
+    a = ap.parse_args(argv)
+    plan = SMOKE if a.smoke else FULL
+    if a.quiet_wait is not None: plan = dataclasses.replace(plan, quiet_wait_s=a.quiet_wait)
+    stages = a.only.split(",")
+    if bad := set(stages) - set(STAGES): ap.error(f"unknown stage(s): {', '.join(sorted(bad))}")
+
+    if shutil.which("wrk") is None: sys.exit("bench: error: wrk is not installed (apt-get install wrk)")
+    why_not = None if a.baseline_only else project_available(stages)
+    if why_not: sys.exit(f"bench: error: the project side cannot run: {why_not} (or pass --baseline-only)")
+    project = not a.baseline_only
+
+    import pickle
+
+    from churn_deploy.data import find_data, load_churn_data
+    from churn_deploy.train import to_records
+    raw = find_data(a.data)
+    argv_text = " ".join(sys.argv[1:] if argv is None else argv)
+    say(f"churn-deploy benchmark{' (smoke: tiny stages, figures are not meaningful)' if a.smoke else ''}")
+    say(f"command: uv run --locked python bench/bench.py {argv_text}".rstrip())
+    for line in machine(): say(line)
+    say(f"data: {raw} · model: {ROOT / 'model'}")
+    say(f"baseline server: {short(baseline_cmd(0)).replace('--port 0', '--port PORT')} (bench/baseline_app.py: pickled "
+        "Pipeline loaded at import, sync `def` endpoint, the project's Customer schema, "
+        "pipeline.predict_proba(customer.model_dump()))")
+    if project: say(f"project server:  {short(project_cmd(0)).replace('--port 0', '--port PORT')}")
+    say("bytecode: every spawned process uses a PYTHONPYCACHEPREFIX in the temp dir, filled by an unmeasured "
+        "first run of each side, like the image's UV_COMPILE_BYTECODE=1")
+    say(f"load: {WRK_CMD.format(c=plan.connections, d=plan.load_s)} (bodies: 512 real customers, cycled)")
+
+    df = load_churn_data(raw)
+    records = to_records(df)
+    with open(ROOT / "model" / "model.bin", "rb") as f: pipeline = pickle.load(f)
+    expected = pipeline.predict_proba(records)[:, 1]
+    scorer = load_project_scorer(ROOT / "model") if project else None
+
+    res: dict = {"mode": "smoke" if a.smoke else "full", "stages": stages}
+    if "inprocess" in stages: res["inprocess"] = stage_inprocess(plan, records, pipeline, scorer)
+
+    global CHILD_ENV
+    tmp = Path(tempfile.mkdtemp(prefix="churn-bench-"))
+    CHILD_ENV = child_env(tmp)
+    try:
+        picks = [0] + list(range(1, len(records), len(records) // 511))[:511]
+        bodies = [json.dumps(records[i]).encode() for i in picks]
+        bodies_file = tmp / "bodies.jsonl"
+        bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
+        check = ([records[i] for i in picks[:100]], [float(expected[i]) for i in picks[:100]])
+
+        if "cold" in stages:
+            say("\n== cold start ==")
+            res["cold"] = {"baseline": stage_cold(plan, "baseline", baseline_cmd, tmp)}
+            if project: res["cold"]["project"] = stage_cold(plan, "project", project_cmd, tmp)
+        if "http" in stages:
+            say("\n== HTTP, one worker ==")
+            res["http"] = {"baseline": stage_http(plan, "baseline", baseline_cmd, tmp, bodies, bodies_file, check)}
+            if project:
+                res["http"]["project"] = stage_http(plan, "project", project_cmd, tmp, bodies, bodies_file, check)
+                say("\n== HTTP, project with two workers ==")
+                res["http"]["project_2w"] = stage_http(plan, "project", project_cmd, tmp, bodies, bodies_file, check,
+                                                       workers=2, rss=False)
+            for name, h in res["http"].items():
+                say(f"{name:11} answers of 100 real customers vs Pipeline: max |diff| {h['http_max_diff']:.3g}; "
+                    f"status for invalid bodies {h['invalid']}")
+        if "batch" in stages: res["batch"] = stage_batch(plan, raw, tmp, project)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report(res, plan, project, a, len(records))
+
+
+def report(res: dict, plan: Plan, project: bool, a, n_records: int) -> int:
+    "Print the table, write the JSON, and return the exit status."
+    ip, c, h, bt = (res.get(k, {}) for k in ("inprocess", "cold", "http", "batch"))
+    get = lambda d, side, key: d.get(side, {}).get(key)
+    figures = [
+        Figure("in-process single prediction", "µs/call", ip.get("baseline"), ip.get("project"), False, 30,
+               "≥ 30× faster", ",.2f"),
+        Figure(f"HTTP /predict throughput, 1 worker, {plan.connections} connections", "req/s",
+               get(h, "baseline", "rps"), get(h, "project", "rps"), True, 4, "≥ 4×"),
+        Figure("HTTP /predict p99 latency, same load", "ms", get(h, "baseline", "p99_ms"), get(h, "project", "p99_ms"),
+               False, 3, "≤ 1/3", ",.2f"),
+        Figure("cold start, spawn → first 200 from /predict", "ms", get(c, "baseline", "cold_ms"),
+               get(c, "project", "cold_ms"), False, 5, "≤ 1/5"),
+        Figure(f"worker RSS after {plan.rss_requests:,} requests", "MiB", get(h, "baseline", "rss_mib"),
+               get(h, "project", "rss_mib"), False, 3, "≤ 1/3", ",.1f"),
+        Figure(f"batch scoring {plan.batch_rows:,} rows CSV → CSV", "rows/s", get(bt, "baseline", "rows_per_s"),
+               get(bt, "project", "rows_per_s"), True, 10, "≥ 10×"),
+    ]
+    errors = {name: v["load_errors"] + v.get("rss_errors", 0) for name, v in h.items()}
+    total_errors = sum(errors.values())
+    diffs = [x for x in (ip.get("max_diff"), bt.get("max_diff"), *(v["http_max_diff"] for v in h.values())) if x is not None]
+    max_diff = max(diffs, default=None)
+    same = max_diff is None or (max_diff <= MAX_DIFF and bt.get("label_mismatch", 0) == 0)
+    invalid = {k: v["invalid"] for k, v in h.items()}
+    same_validation = all(x == invalid.get("baseline") for x in invalid.values())
+
+    lines = ["| figure | baseline | project | project / baseline | target | |", "|---|---:|---:|---:|---|---|"]
+    lines += [f.row() for f in figures]
+    if "project_2w" in h:
+        r1, r2 = h["project"]["rps"], h["project_2w"]["rps"]
+        lines.append(f"| HTTP /predict throughput, project, 2 workers vs 1, req/s | {r1:,.0f} (1 worker) | {r2:,.0f} "
+                     f"(2 workers) | {r2 / r1:.2f}× | (information) | |")
+    if project and max_diff is not None:
+        lines.append(f"| same probabilities: max \\|diff\\| in-process ({n_records:,} rows), HTTP, batch | | "
+                     f"{max_diff:.2g} | | ≤ {MAX_DIFF:g} | {'PASS' if same else 'FAIL'} |")
+    if h:
+        lines.append(f"| errors under load (non-2xx + socket errors), every run | {errors.get('baseline', 0)} | "
+                     f"{sum(v for k, v in errors.items() if k != 'baseline') if project else 'n/a'} | | 0 "
+                     f"| {'PASS' if total_errors == 0 else 'FAIL'} |")
+    say("\n== results ==")
+    say(f"{machine()[0]} · Python {platform.python_version()}")
+    say(f"command: uv run --locked python bench/bench.py {'--smoke' if a.smoke else ''}".rstrip())
+    say("\n".join(lines))
+    worst = max(DISTURBANCE.items(), key=lambda kv: kv[1], default=("", 0.0))
+    say(f"\nother processes during the measurements: at most {worst[1]:.2f} cores ({worst[0] or 'none'}); "
+        f"a measurement above {QUIET} cores is repeated up to {plan.attempts} times")
+    if worst[1] > QUIET: say(f"WARNING: measured on a busy machine: {', '.join(k for k, v in DISTURBANCE.items() if v > QUIET)}")
+    if project and not same_validation:
+        say(f"\nNOTE: the project and the baseline answer invalid bodies with different status codes: {invalid}")
+
+    res.update(figures={f.label: {"unit": f.unit, "baseline": f.baseline, "project": f.project, "factor": f.factor,
+                                  "target": f.target, "ok": f.ok} for f in figures},
+               errors=errors, total_errors=total_errors, disturbance=DISTURBANCE, max_diff=max_diff, same_probabilities=same,
+               same_validation=same_validation)
+    if a.json: Path(a.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
+
+    missed = [f.label for f in figures if f.ok is False]
+    if total_errors: say(f"\nFAIL: {total_errors} request(s) failed under load: {errors}")
+    if not same: say(f"\nFAIL: the project's probabilities differ from the Pipeline's (max |diff| {max_diff:.3g})")
+    if missed: say(f"\n{'smoke, not enforced' if a.smoke else 'FAIL'}: targets missed: {'; '.join(missed)}")
+    return 1 if total_errors or not same or (missed and not a.smoke) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

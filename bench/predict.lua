@@ -1,0 +1,28 @@
+-- wrk script: POST /predict, cycling through the JSON bodies in the file given after `--`
+-- (one customer per line), and print a machine-readable summary when done.
+local reqs = {}
+local i = 0
+
+function init(args)
+  for line in io.lines(args[1]) do
+    if #line > 0 then
+      reqs[#reqs + 1] = wrk.format("POST", "/predict", {["Content-Type"] = "application/json"}, line)
+    end
+  end
+  assert(#reqs > 0, "no request bodies in " .. tostring(args[1]))
+end
+
+function request()
+  i = i % #reqs + 1
+  return reqs[i]
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_RESULT {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,' ..
+    '"status":%d,"timeout":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d,"mean_us":%.1f}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
+    latency.max, latency.mean))
+end
