@@ -1,5 +1,5 @@
 """Shared fixtures for the tests that need real processes: the CLIs, the HTTP server, the container replay."""
-import os, shutil, sys
+import socket, sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,13 @@ def script(name: str) -> str:
     p = BIN / name
     assert p.exists(), f"{name} is not installed in {BIN}: run `uv sync`"
     return str(p)
+
+
+def free_port() -> int:
+    "A TCP port on 127.0.0.1 that nothing listens on right now."
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@ import pytest
 
 from conftest import ROOT, script
 from churn_deploy.data import SAMPLE_CUSTOMER
-from test_server import free_port, running_server, server_env
+from conftest import free_port
+from test_server import running_server, server_env
 
 HEADER = ("customerID,gender,SeniorCitizen,Partner,Dependents,tenure,PhoneService,MultipleLines,InternetService,"
           "OnlineSecurity,OnlineBackup,DeviceProtection,TechSupport,StreamingTV,StreamingMovies,Contract,"

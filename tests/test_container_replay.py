@@ -10,7 +10,7 @@ What stands in for what:
 - `--mount=type=cache,target=/root/.cache/uv` is this machine's uv cache;
 - `docker run -e CHURN_HOST=127.0.0.1 -e CHURN_PORT=<free port>` keeps the test on the loopback.
 """
-import json, math, os, pickle, posixpath, re, shlex, shutil, signal, socket, subprocess, sys
+import json, math, os, pickle, posixpath, re, shlex, shutil, signal, subprocess, sys
 import tempfile, time, tomllib, urllib.error, urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +18,9 @@ from pathlib import Path
 import dockerfile
 import pytest
 
-from conftest import ROOT
+from churn_deploy.data import SAMPLE_CUSTOMER as SAMPLE  # the course workshop's customer
+from conftest import ROOT, free_port
 
-SAMPLE = {"gender": "female", "seniorcitizen": 0, "partner": "yes", "dependents": "no", "phoneservice": "no",
-          "multiplelines": "no_phone_service", "internetservice": "dsl", "onlinesecurity": "no",
-          "onlinebackup": "yes", "deviceprotection": "no", "techsupport": "no", "streamingtv": "no",
-          "streamingmovies": "no", "contract": "month-to-month", "paperlessbilling": "yes",
-          "paymentmethod": "electronic_check", "tenure": 1, "monthlycharges": 29.85, "totalcharges": 29.85}
-"The course workshop's customer."
 
 UV_SYNC = ["uv", "sync", "--locked", "--no-default-groups"]
 "The serve set only: [project] dependencies, neither the train nor the dev group."
@@ -317,12 +312,6 @@ def uv_binary() -> str:
     uv = os.environ.get("UV") or (str(beside_python) if beside_python.exists() else shutil.which("uv"))
     assert uv, "uv not found"
     return uv
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def link_or_copy(a: Path, b: Path):

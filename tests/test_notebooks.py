@@ -1,6 +1,5 @@
 """Run every notebook's tests with nbdev_test, one pytest case per notebook."""
 import subprocess
-from pathlib import Path
 
 import pytest
 

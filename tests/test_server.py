@@ -1,5 +1,5 @@
 """The real `churn_serve` process over HTTP: every endpoint, every error case, the API key and the size limits."""
-import json, math, os, re, signal, socket, subprocess, time
+import json, math, os, re, signal, subprocess, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT, script
+from conftest import ROOT, free_port, script
 from churn_deploy.data import FEATURES, SAMPLE_CUSTOMER
 
 MODEL_META = json.loads((ROOT / "model" / "model.json").read_text())
@@ -18,13 +18,6 @@ SMALL_BODY, SMALL_BATCH = 4096, 5  # the limits of the `small_server`
 
 
 # ---------------------------------------------------------------- helpers shared with the other process tests
-
-def free_port() -> int:
-    "A TCP port nothing listens on right now."
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def server_env(**overrides: str) -> dict:
     "This environment without any CHURN_* variable, plus `overrides`."

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import script
 from churn_deploy.data import SAMPLE_CUSTOMER, canonical_sha256
-from test_server import free_port, running_server, server_env, stop
+from conftest import free_port
+from test_server import running_server, server_env, stop
 
 PREFIX = "churn_serve: error: "
 

@@ -1,7 +1,6 @@
 """churn_train as a real process: bad files give one line and a non-zero exit; retraining reproduces the committed model."""
 import json, os, subprocess
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
