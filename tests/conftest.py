@@ -15,6 +15,14 @@ def script(name: str) -> str:
     return str(p)
 
 
+# A raw Telco CSV's header and its first row, as written in the file, for making small bad files.
+HEADER = ("customerID,gender,SeniorCitizen,Partner,Dependents,tenure,PhoneService,MultipleLines,InternetService,"
+          "OnlineSecurity,OnlineBackup,DeviceProtection,TechSupport,StreamingTV,StreamingMovies,Contract,"
+          "PaperlessBilling,PaymentMethod,MonthlyCharges,TotalCharges,Churn")
+ROW = ("7590-VHVEG,Female,0,Yes,No,1,No,No phone service,DSL,No,Yes,No,No,No,No,Month-to-month,Yes,"
+       "Electronic check,29.85,29.85,No")
+
+
 def free_port() -> int:
     "A TCP port on 127.0.0.1 that nothing listens on right now."
     with socket.socket() as s:

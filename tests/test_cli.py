@@ -3,14 +3,9 @@ import csv, json, subprocess, sys
 
 import pytest
 
-from conftest import ROOT, script
+from conftest import HEADER, ROOT, ROW, free_port, script
 from churn_deploy.data import SAMPLE_CUSTOMER
-from conftest import free_port
 from test_server import running_server, server_env
-
-HEADER = ("customerID,gender,SeniorCitizen,Partner,Dependents,tenure,PhoneService,MultipleLines,InternetService,"
-          "OnlineSecurity,OnlineBackup,DeviceProtection,TechSupport,StreamingTV,StreamingMovies,Contract,"
-          "PaperlessBilling,PaymentMethod,MonthlyCharges,TotalCharges,Churn")
 
 
 def run(*cmd: str, timeout: float = 120, cwd=ROOT, **env: str) -> subprocess.CompletedProcess:
@@ -85,8 +80,6 @@ def test_score_without_churn_column_and_default_model(tmp_path, data_csv, refere
     assert max(abs(float(g[1]) - p) for g, p in zip(got, probs)) <= 1e-12
 
 
-ROW = ("7590-VHVEG,Female,0,Yes,No,1,No,No phone service,DSL,No,Yes,No,No,No,No,Month-to-month,Yes,"
-       "Electronic check,29.85,29.85,No")
 BAD_CSV = {  # name: (file text, what the one line must say)
     "unknown category": (f"{HEADER}\n{ROW}\n{ROW.replace('Month-to-month', 'Weekly')}\n",
                          "column 'Contract', line 3: 'Weekly' is not one of"),

@@ -4,13 +4,8 @@ from datetime import datetime
 
 import pytest
 
-from conftest import script
+from conftest import HEADER, ROW, script
 
-HEADER = ("customerID,gender,SeniorCitizen,Partner,Dependents,tenure,PhoneService,MultipleLines,InternetService,"
-          "OnlineSecurity,OnlineBackup,DeviceProtection,TechSupport,StreamingTV,StreamingMovies,Contract,"
-          "PaperlessBilling,PaymentMethod,MonthlyCharges,TotalCharges,Churn")
-ROW = ("7590-VHVEG,Female,0,Yes,No,1,No,No phone service,DSL,No,Yes,No,No,No,No,Month-to-month,Yes,"
-       "Electronic check,29.85,29.85,No")
 
 CASES = {
     "empty file": ("", "the file is empty"),
