@@ -337,22 +337,7 @@ def project_score_cmd(inp: Path, out: Path) -> list[str]:
     return [str(BIN / "churn_score"), "--input", str(inp), "--output", str(out), "--model", str(ROOT / "model")]
 
 
-def load_project_scorer(model_dir: Path):
-    "The project's in-process scorer: a callable customer dict -> probability."
-    from churn_deploy.predict import load_model
-    return load_model(model_dir).predict_proba
-
-
 STAGES = ("inprocess", "cold", "http", "batch")
-
-
-def project_available(stages) -> str | None:
-    "None when the project's side of `stages` can be measured, else why not."
-    batch = "batch" in stages
-    need = ["predict", "serve"] + ["score"] * batch
-    missing = [f"churn_deploy/{m}.py" for m in need if not (ROOT / "churn_deploy" / f"{m}.py").exists()]
-    missing += [f"{BIN}/{s}" for s in ["churn_serve"] + ["churn_score"] * batch if not (BIN / s).exists()]
-    return ", ".join(missing) + " missing" if missing else None
 
 
 def short(cmd: list[str]) -> str:
@@ -586,13 +571,10 @@ def main(argv=None) -> int:
     if bad := set(stages) - set(STAGES): ap.error(f"unknown stage(s): {', '.join(sorted(bad))}")
 
     if shutil.which("wrk") is None: sys.exit("bench: error: wrk is not installed (apt-get install wrk)")
-    why_not = None if a.baseline_only else project_available(stages)
-    if why_not: sys.exit(f"bench: error: the project side cannot run: {why_not} (or pass --baseline-only)")
     project = not a.baseline_only
 
-    import pickle
-
     from churn_deploy.data import find_data, load_churn_data
+    from churn_deploy.predict import load_model, load_pipeline
     from churn_deploy.train import to_records
     raw = find_data(a.data)
     argv_text = " ".join(sys.argv[1:] if argv is None else argv)
@@ -610,9 +592,9 @@ def main(argv=None) -> int:
 
     df = load_churn_data(raw)
     records = to_records(df)
-    with open(ROOT / "model" / "model.bin", "rb") as f: pipeline = pickle.load(f)
+    pipeline = load_pipeline(ROOT / "model")  # unpickled only after its sha256 check
     expected = pipeline.predict_proba(records)[:, 1]
-    scorer = load_project_scorer(ROOT / "model") if project else None
+    scorer = load_model(ROOT / "model").predict_proba if project else None
 
     res: dict = {"mode": "smoke" if a.smoke else "full", "stages": stages}
     if "inprocess" in stages: res["inprocess"] = stage_inprocess(plan, records, pipeline, scorer)

@@ -135,22 +135,18 @@ def test_port_in_use(model_dir):
 
 # ---------------------------------------------------------------- workers
 
-def _children(pid: int) -> list[int]:
+def _processes(field: int, value: int) -> list[int]:
+    "Live processes whose /proc stat `field` (1: parent pid, 2: process group) equals `value`."
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try: fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError: continue
-        if int(fields[1]) == pid and fields[0] != "Z": out.append(int(stat.parent.name))
+        if int(fields[field]) == value and fields[0] != "Z": out.append(int(stat.parent.name))
     return out
 
 
-def _group_alive(pgid: int) -> list[int]:
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try: fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError: continue
-        if int(fields[2]) == pgid and fields[0] != "Z": alive.append(int(stat.parent.name))
-    return alive
+def _children(pid: int) -> list[int]: return _processes(1, pid)
+def _group_alive(pgid: int) -> list[int]: return _processes(2, pgid)
 
 
 def test_two_workers(tmp_path, model_dir):
