@@ -1,33 +1,27 @@
-"""The workshop-style baseline service the benchmark compares against (issue 5).
+"""The benchmark's baseline service: the course workshop's `predict.py`, written without churn_deploy.
 
-The straightforward way to serve the model: the pickled Pipeline loaded at import,
-`pipeline.predict_proba(customer_dict)` on every request, a synchronous endpoint with the
-project's pydantic schema, plain uvicorn (`--loop asyncio --http h11`), one worker.
+The workshop's way: the pickled Pipeline loaded at import, a Flask route that passes the request's
+JSON as it is to `predict_proba`, no validation, served by gunicorn with its default single sync
+worker. Nothing here imports the project, so the benchmark's comparison of the two sides'
+probabilities cannot hide a bug the two share.
 
-    python -m uvicorn baseline_app:app --app-dir bench --loop asyncio --http h11 --port 9697
+    gunicorn --bind 127.0.0.1:9697 --pythonpath bench baseline_app:app
 """
-import os
 import pickle
 from pathlib import Path
 
-from fastapi import FastAPI
+from flask import Flask, jsonify, request
 
-from churn_deploy.serve import Customer  # the project's schema, so both sides validate alike
+MODEL_FILE = Path(__file__).resolve().parents[1] / "model" / "model.bin"
 
-MODEL_FILE = Path(os.environ.get("BASELINE_MODEL", Path(__file__).resolve().parents[1] / "model" / "model.bin"))
+with open(MODEL_FILE, "rb") as f_in:
+    pipeline = pickle.load(f_in)  # DictVectorizer + LogisticRegression
 
-with open(MODEL_FILE, "rb") as f:
-    pipeline = pickle.load(f)
-
-app = FastAPI(title="churn baseline")
+app = Flask("churn")
 
 
-@app.post("/predict")
-def predict(customer: Customer):
-    proba = pipeline.predict_proba(customer.model_dump())[0, 1]
-    return {"churn_probability": float(proba), "churn": bool(proba >= 0.5)}
-
-
-@app.get("/health")
-def health():
-    return {"status": "ok"}
+@app.route("/predict", methods=["POST"])
+def predict():
+    customer = request.get_json()
+    y_pred = pipeline.predict_proba([customer])[0, 1]
+    return jsonify({"churn_probability": float(y_pred), "churn": bool(y_pred >= 0.5)})

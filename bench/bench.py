@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from baseline_score import read_customers, to_dicts  # the workshop's cleaning, independent of churn_deploy
 from churn_deploy.data import SAMPLE_CUSTOMER as SAMPLE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def machine() -> list[str]:
     mem = int(next(l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")))
     libs = []
     for name in ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "fastapi", "starlette", "pydantic",
-                 "uvicorn", "uvloop", "httptools", "h11", "orjson", "anyio"):
+                 "uvicorn", "uvloop", "httptools", "h11", "orjson", "anyio", "flask", "gunicorn"):
         try: libs.append(f"{name} {version(name)}")
         except PackageNotFoundError: pass
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()
@@ -320,8 +321,8 @@ WRK_CMD = "wrk -t1 -c{c} -d{d}s --timeout 2s -s bench/predict.lua http://127.0.0
 # The two sides
 
 def baseline_cmd(port: int, workers: int = 1) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "baseline_app:app", "--app-dir", str(BENCH), "--host", "127.0.0.1",
-            "--port", str(port), "--loop", "asyncio", "--http", "h11", "--workers", str(workers)]
+    return [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--pythonpath", str(BENCH),
+            "baseline_app:app"]
 
 
 def project_cmd(port: int, workers: int = 1) -> list[str]:
@@ -354,15 +355,17 @@ def other(label: str) -> str:
     return f"; other processes {DISTURBANCE[label]:.2f} cores"
 
 
-def stage_inprocess(plan: Plan, records: list[dict], pipeline, scorer) -> dict:
+def stage_inprocess(plan: Plan, workshop: list[dict], records: list[dict], pipeline, scorer) -> dict:
+    "`workshop`: the customers as the baseline's cleaning gives them; `records`: as the project's does."
     import numpy as np
     say("\n== in-process single prediction ==")
-    ref = pipeline.predict_proba(records)[:, 1]
-    sides = {"baseline": lambda c: pipeline.predict_proba(c)[0, 1]}
+    ref = pipeline.predict_proba(workshop)[:, 1]
+    sides = {"baseline": lambda c: pipeline.predict_proba([c])[0, 1]}
     if scorer: sides["project"] = scorer
     out = {}
     for (name, fn), n in zip(sides.items(), plan.inproc_calls):
-        custs = [records[i % len(records)] for i in range(0, n * 7, 7)]  # n distinct real customers
+        rows = workshop if name == "baseline" else records
+        custs = [rows[i % len(rows)] for i in range(0, n * 7, 7)]  # n distinct real customers
         for c in custs[:50]: fn(c)  # warm-up
 
         def repeats():
@@ -374,16 +377,17 @@ def stage_inprocess(plan: Plan, records: list[dict], pipeline, scorer) -> dict:
             return per_call
         per_call = measure(plan, f"{name} in-process", repeats)
         out[name] = min(per_call)
-        label = "pipeline.predict_proba(customer_dict)[0, 1]" if name == "baseline" else "model.predict_proba(customer_dict)"
+        label = "pipeline.predict_proba([customer_dict])[0, 1]" if name == "baseline" else "model.predict_proba(customer_dict)"
         say(f"{name:8}  {label}: {out[name]:.2f} µs/call (best of {plan.inproc_repeats} × {n:,} calls: "
             f"{', '.join(f'{x:.2f}' for x in per_call)}{other(f'{name} in-process')})")
     # same probabilities, one call per real customer against the Pipeline's batch answer
-    base_single = max(abs(pipeline.predict_proba(r)[0, 1] - p) for r, p in zip(records[:500], ref))
+    base_single = max(abs(pipeline.predict_proba(r)[0, 1] - p) for r, p in zip(workshop[:500], ref))
     say(f"baseline  single-call vs batch predict_proba, 500 rows: max |diff| = {base_single:.3g}")
     if scorer:
         got = np.array([scorer(r) for r in records])
         out["max_diff"] = float(np.max(np.abs(got - ref)))
-        say(f"project   vs Pipeline.predict_proba over all {len(records):,} real rows: max |diff| = "
+        say(f"project   (its own cleaning) vs the baseline's cleaning + Pipeline.predict_proba, all {len(records):,} "
+            f"real rows: {sum(a != b for a, b in zip(records, workshop))} cleaned rows differ; max |diff| = "
             f"{out['max_diff']:.3g} ({'PASS' if out['max_diff'] <= MAX_DIFF else 'FAIL'}, must be ≤ {MAX_DIFF:g})")
     return out
 
@@ -582,32 +586,32 @@ def main(argv=None) -> int:
     say(f"command: uv run --locked python bench/bench.py {argv_text}".rstrip())
     for line in machine(): say(line)
     say(f"data: {raw} · model: {ROOT / 'model'}")
-    say(f"baseline server: {short(baseline_cmd(0)).replace('--port 0', '--port PORT')} (bench/baseline_app.py: pickled "
-        "Pipeline loaded at import, sync `def` endpoint, the project's Customer schema, "
-        "pipeline.predict_proba(customer.model_dump()))")
+    say(f"baseline server: {short(baseline_cmd(0)).replace(':0 ', ':PORT ')} (bench/baseline_app.py, the workshop's "
+        "way without churn_deploy: pickled Pipeline loaded at import, Flask, pipeline.predict_proba([request.get_json()]), "
+        "no validation, one sync gunicorn worker)")
     if project: say(f"project server:  {short(project_cmd(0)).replace('--port 0', '--port PORT')}")
     say("bytecode: every spawned process uses a PYTHONPYCACHEPREFIX in the temp dir, filled by an unmeasured "
         "first run of each side, like the image's UV_COMPILE_BYTECODE=1")
     say(f"load: {WRK_CMD.format(c=plan.connections, d=plan.load_s)} (bodies: 512 real customers, cycled)")
 
-    df = load_churn_data(raw)
-    records = to_records(df)
+    records = to_records(load_churn_data(raw))  # the project's cleaning
+    workshop = to_dicts(read_customers(raw))  # the baseline's: the reference answers and the HTTP bodies come from it
     pipeline = load_pipeline(ROOT / "model")  # unpickled only after its sha256 check
-    expected = pipeline.predict_proba(records)[:, 1]
+    expected = pipeline.predict_proba(workshop)[:, 1]
     scorer = load_model(ROOT / "model").predict_proba if project else None
 
     res: dict = {"mode": "smoke" if a.smoke else "full", "stages": stages}
-    if "inprocess" in stages: res["inprocess"] = stage_inprocess(plan, records, pipeline, scorer)
+    if "inprocess" in stages: res["inprocess"] = stage_inprocess(plan, workshop, records, pipeline, scorer)
 
     global CHILD_ENV
     tmp = Path(tempfile.mkdtemp(prefix="churn-bench-"))
     CHILD_ENV = child_env(tmp)
     try:
         picks = [0] + list(range(1, len(records), len(records) // 511))[:511]
-        bodies = [json.dumps(records[i]).encode() for i in picks]
+        bodies = [json.dumps(workshop[i]).encode() for i in picks]
         bodies_file = tmp / "bodies.jsonl"
         bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
-        check = ([records[i] for i in picks[:100]], [float(expected[i]) for i in picks[:100]])
+        check = ([workshop[i] for i in picks[:100]], [float(expected[i]) for i in picks[:100]])
 
         if "cold" in stages:
             say("\n== cold start ==")
@@ -688,7 +692,7 @@ def report(res: dict, plan: Plan, project: bool, a, n_records: int) -> int:
 
     missed = [f.label for f in figures if f.ok is False]
     if total_errors: say(f"\nFAIL: {total_errors} request(s) failed under load: {errors}")
-    if not same: say(f"\nFAIL: the project's probabilities differ from the Pipeline's (max |diff| {max_diff:.3g})")
+    if not same: say(f"\nFAIL: the project's probabilities differ from the baseline's (max |diff| {max_diff:.3g})")
     if missed: say(f"\n{'smoke, not enforced' if a.smoke else 'FAIL'}: targets missed: {'; '.join(missed)}")
     return 1 if total_errors or not same or (missed and not a.smoke) else 0
 

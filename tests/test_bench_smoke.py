@@ -1,16 +1,47 @@
-"""The benchmark of issue 5 in its smoke mode: every stage runs, tiny, and every figure is printed. No timing assertions."""
-import json, shutil, subprocess, sys
+"""The benchmark of issue 5 in its smoke mode: every stage runs, tiny, and every figure is printed. No timing assertions.
+
+Also: the baseline is the workshop's code, independent of the project, so the benchmark's agreement check is a cross-check.
+"""
+import json, os, shutil, subprocess, sys
 
 import pytest
 
+from churn_deploy.data import SAMPLE_CUSTOMER as SAMPLE
 from conftest import ROOT
 
 FIGURES = ["in-process single prediction", "HTTP /predict throughput, 1 worker", "HTTP /predict p99 latency",
            "cold start, spawn → first 200", "worker RSS after", "batch scoring"]
 
+BASELINE_PROBE = """
+import json, sys
+sys.modules["churn_deploy"] = None  # any import of the project, direct or indirect, raises ImportError
+sys.path.insert(0, "bench")
+import baseline_app, baseline_score
+r = baseline_app.app.test_client().post("/predict", json=json.loads(sys.argv[1]))
+rows = baseline_score.to_dicts(baseline_score.read_customers(sys.argv[2]))
+print(json.dumps({"status": r.status_code, "answer": r.get_json(), "first": rows[0], "n": len(rows)}))
+"""
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk, the benchmark's load generator, is not installed (apt-get install wrk)")
+
+def test_baseline_runs_without_the_project(data_csv, model_dir):
+    "The baseline app and cleaning work with churn_deploy blocked, and agree with the project's sample and model."
+    r = subprocess.run([sys.executable, "-c", BASELINE_PROBE, json.dumps(SAMPLE), str(data_csv)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.splitlines()[-1])
+    assert out["status"] == 200 and set(out["answer"]) == {"churn_probability", "churn"}, out
+    from churn_deploy.predict import load_model
+    p = load_model(model_dir).predict_proba(SAMPLE)
+    assert abs(out["answer"]["churn_probability"] - p) <= 1e-12 and out["answer"]["churn"] is (p >= 0.5), (out, p)
+    assert out["first"] == SAMPLE, "the CSV's first row is the workshop's customer, cleaned the same way by both"
+    with open(data_csv) as f: rows = sum(1 for line in f if line.strip()) - 1
+    assert out["n"] == rows, (out["n"], rows)
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None and not os.environ.get("GITHUB_ACTIONS"),
+                    reason="wrk, the benchmark's load generator, is not installed (apt-get install wrk)")
 def test_bench_smoke(tmp_path, data_csv):
+    assert shutil.which("wrk"), "the CI workflow installs wrk, so the benchmark must run there"
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "bench.py"), "--smoke", "--data", str(data_csv), "--json", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -27,3 +58,7 @@ def test_bench_smoke(tmp_path, data_csv):
     assert res["total_errors"] == 0 and all(v == 0 for v in res["errors"].values()), res["errors"]
     assert set(res["errors"]) == {"baseline", "project", "project_2w"}, res["errors"]
     assert res["same_probabilities"] and res["max_diff"] <= 1e-12, res["max_diff"]
+    # Each agreement check ran: in-process over every row, the HTTP answers of both servers, the batch outputs.
+    assert res["inprocess"]["max_diff"] <= 1e-12 and res["batch"]["max_diff"] <= 1e-12, res
+    assert res["batch"]["label_mismatch"] == 0
+    assert all(h["http_max_diff"] <= 1e-12 for h in res["http"].values()), res["http"]
