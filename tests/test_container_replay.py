@@ -10,7 +10,7 @@ What stands in for what:
 - `--mount=type=cache,target=/root/.cache/uv` is this machine's uv cache;
 - `docker run -e CHURN_HOST=127.0.0.1 -e CHURN_PORT=<free port>` keeps the test on the loopback.
 """
-import json, math, os, pickle, posixpath, re, shlex, shutil, signal, subprocess, sys
+import json, math, os, posixpath, re, shlex, shutil, signal, subprocess, sys
 import tempfile, time, tomllib, urllib.error, urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -594,12 +594,39 @@ def test_replay_serve_environment_is_lean(service):
     assert not list(site.glob("_churn_deploy*.pth")), "non-editable"
 
 
-def test_replay_runs_as_the_image_user(service):
-    status = Path(f"/proc/{service.proc.pid}/status").read_text()
-    uid = next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1:]
-    want = service.replay.stages[-1].cmds("USER")[-1].value[0].split(":")[0]
-    assert set(uid) == {want if service.as_user else str(os.geteuid())}, uid
-    assert "0" not in uid
+def process_ids(pid: int) -> dict[str, list[str]]:
+    "The ids in /proc/PID/status: Uid and Gid (real, effective, saved, filesystem), Groups, NoNewPrivs."
+    lines = dict(l.split(":", 1) for l in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in l)
+    return {k: lines[k].split() for k in ("Uid", "Gid", "Groups", "NoNewPrivs")}
+
+
+def descendants(pid: int) -> list[int]:
+    "`pid` and every process below it (uvicorn's workers)."
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit(): continue
+        try: children.setdefault(int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(int(d.name))
+        except (OSError, IndexError): continue  # a process that ended meanwhile
+    out, todo = [], [pid]
+    while todo:
+        out.append(p := todo.pop())
+        todo += children.get(p, [])
+    return out
+
+
+def test_replay_runs_as_the_image_user(service, stages):
+    "Every process of the service has the USER's numeric ids, no supplementary groups and no way to gain privileges."
+    uid, _, gid = stages[-1].cmds("USER")[-1].value[0].partition(":")
+    gid = gid or uid
+    if os.geteuid() != 0:
+        pytest.skip(f"the tests run as uid {os.geteuid()}, not root, so the replay cannot switch to the image's "
+                    f"uid {uid}; run them as root (CI's image job checks `id -u` in the real image)")
+    cmdline = Path(f"/proc/{service.proc.pid}/cmdline").read_bytes().split(b"\0")
+    assert any(a.endswith(b"/churn_serve") for a in cmdline), f"setpriv did not exec the server: {cmdline}"
+    tree = descendants(service.proc.pid)
+    for pid in tree:
+        ids = process_ids(pid)
+        assert ids == {"Uid": [uid] * 4, "Gid": [gid] * 4, "Groups": [], "NoNewPrivs": ["1"]}, (pid, ids)
 
 
 def test_replay_health_and_predict(service, model_dir):
@@ -609,10 +636,9 @@ def test_replay_health_and_predict(service, model_dir):
     assert status == 200, body
     assert set(body) >= {"churn_probability", "churn", "model_version"}, body
     p = expected_probability(model_dir)
-    try:  # the training artifact itself agrees with the plain weights
-        with open(model_dir / "model.bin", "rb") as f: pipe = pickle.load(f)
-        assert abs(pipe.predict_proba([SAMPLE])[0, 1] - p) < 1e-12
-    except ModuleNotFoundError: pass
+    # The training artifact itself agrees with the plain weights (the test environment has scikit-learn).
+    from churn_deploy.predict import load_pipeline
+    assert abs(load_pipeline(model_dir).predict_proba([SAMPLE])[0, 1] - p) < 1e-12
     assert abs(body["churn_probability"] - p) < 1e-9, (body, p)
     assert body["churn"] is (p >= 0.5)
     assert body["model_version"] == json.loads((model_dir / "model.json").read_text())["version"]
