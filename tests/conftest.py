@@ -1,5 +1,5 @@
 """Shared fixtures for the tests that need real processes: the CLIs, the HTTP server, the container replay."""
-import socket, sys
+import json, re, socket, sys
 from pathlib import Path
 
 import pytest
@@ -30,11 +30,77 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# ---------------------------------------------------------------- tests that need the real data
+# A test needs the Telco CSV if it uses the `data_csv` fixture, or if it runs a notebook whose cells
+# search for the data (`find_data()`, `load_churn_data()`). Such tests carry the `data` mark. When
+# the data cannot be found, they are skipped with one line saying what is missing and how to
+# provide it, and the run fails with that line at the end instead of hundreds of traceback lines.
+
+_DEFAULT_SEARCH = re.compile(r"\b(?:find_data|load_churn_data)\(\)")
+_NO_DATA = pytest.StashKey[tuple[str, int]]()
+
+
+def _notebook_reads_data(path: Path) -> bool:
+    "Whether a notebook calls the default data search in any code cell."
+    cells = json.loads(path.read_text())["cells"]
+    return any(c["cell_type"] == "code" and _DEFAULT_SEARCH.search("".join(c["source"])) for c in cells)
+
+
+def _needs_data(item: pytest.Item) -> bool:
+    if "data_csv" in getattr(item, "fixturenames", ()): return True
+    nb = getattr(getattr(item, "callspec", None), "params", {}).get("nb")  # tests/test_notebooks.py
+    return isinstance(nb, str) and (ROOT / "nbs" / nb).is_file() and _notebook_reads_data(ROOT / "nbs" / nb)
+
+
+def missing_data() -> str | None:
+    "None if the data search finds the CSV (it may download it), else one line: what is missing and how to provide it."
+    from churn_deploy.config import DATA_FILE, Settings
+    from churn_deploy.data import ChurnDataError, find_data
+    s = Settings()
+    try: find_data(settings=s)
+    except ChurnDataError as e:
+        problem = " ".join(str(e).split())
+        return (f"needs the Telco churn CSV, not found: {problem} -- set CHURN_DATA=/path/to/{DATA_FILE} "
+                f"or put the file in {s.cache_dir}/")
+    return None
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "data: needs the Telco churn CSV (CHURN_DATA, the cache, or the download)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m "not data"` works
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _needs_data(item): item.add_marker(pytest.mark.data)
+
+
+def pytest_collection_finish(session):
+    bound = [i for i in session.items if i.get_closest_marker("data")]
+    if not bound or session.config.option.collectonly: return
+    if (reason := missing_data()) is None: return
+    for item in bound: item.add_marker(pytest.mark.skip(reason=reason))
+    session.config.stash[_NO_DATA] = (reason, len(bound))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _NO_DATA in session.config.stash and exitstatus in (0, 5):  # a skipped data test is not a pass
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if _NO_DATA in config.stash:
+        reason, n = config.stash[_NO_DATA]
+        terminalreporter.write_line(f"FAILED: {n} tests skipped, each {reason}; "
+                                    f"or leave them out with -m 'not data'", red=True, bold=True)
+
+
 @pytest.fixture(scope="session")
 def data_csv() -> Path:
     "The real Telco CSV, through the same search the package uses (CHURN_DATA, cache, download)."
-    from churn_deploy.data import find_data
-    return find_data()
+    from churn_deploy.data import ChurnDataError, find_data
+    try: return find_data()
+    except ChurnDataError: pytest.skip(missing_data() or "the churn data went missing")
 
 
 @pytest.fixture(scope="session")
