@@ -4,7 +4,7 @@ the GitHub workflows, the Kubernetes manifests and the README's deploy section, 
 Every validator is also shown a broken copy and must reject it, so a validator that silently checks
 nothing cannot pass these tests.
 """
-import copy, json, re, subprocess, sys, tomllib
+import copy, hashlib, json, re, subprocess, sys, tomllib
 from pathlib import Path
 
 import json5
@@ -14,7 +14,7 @@ import yaml
 from conftest import ROOT
 
 BIN = Path(sys.executable).parent
-SCHEMAS = ROOT.parent / "shared" / "schemas"
+SCHEMAS = ROOT / "tests" / "schemas"  # vendored third-party schemas; their origin and licence in its README.md
 K8S = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
 K8S_VERSIONS = ["1.30.0", "1.37.0"]  # the oldest still-common and the newest that kubernetes-validate knows offline
 UV_VERSION = "0.13.9"  # as in .ci/run and the Dockerfile's uv image
@@ -131,8 +131,20 @@ def _check_devcontainer(path: Path) -> subprocess.CompletedProcess:
                SCHEMAS / "devContainer.base.schema.json", path)
 
 
-@pytest.mark.skipif(not (SCHEMAS / "devContainer.base.schema.json").exists(),
-                    reason="../shared/schemas is not beside the repository")
+def test_vendored_schemas_match_their_origin_note():
+    "Each vendored schema is the file its README row describes: same name, same sha256, origin and licence given."
+    rows = [[c.strip() for c in r.strip("|").split(" | ")]
+            for r in (SCHEMAS / "README.md").read_text().splitlines() if r.startswith("| `")]
+    noted = {}
+    for name, origin, licence, sha in rows:
+        assert "https://github.com/" in origin and licence, f"{name}: say where it comes from and under which licence"
+        noted[name.strip("`")] = sha.strip("`")
+    files = sorted(p.name for p in SCHEMAS.glob("*.json"))
+    assert sorted(noted) == files, (sorted(noted), files)
+    for name, sha in noted.items():
+        assert hashlib.sha256((SCHEMAS / name).read_bytes()).hexdigest() == sha, f"{name} differs from its origin note"
+
+
 def test_devcontainer_matches_schema(tmp_path):
     r = _check_devcontainer(ROOT / ".devcontainer" / "devcontainer.json")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -204,6 +216,12 @@ def test_ci_workflow_tests_then_builds_runs_and_smoke_tests_the_image():
     assert py and py[0]["with"]["python-version-file"] == ".python-version"
     script = "\n".join(s.get("run", "") for s in steps)
     assert "uv run --locked pytest" in script, "the README's test command"
+    test_steps = wf["jobs"]["test"]["steps"]
+    runs = [s.get("run", "") for s in test_steps]
+    (pytest_at,) = [i for i, r in enumerate(runs) if "pytest" in r]
+    assert re.search(r"\bpytest\b.*\s-r[a-zA-Z]*s", runs[pytest_at]), "pytest -rs: every skip shows its reason"
+    wrk_at = [i for i, r in enumerate(runs) if re.search(r"apt-get install\b.*\bwrk\b", r)]
+    assert wrk_at and wrk_at[0] < pytest_at, "wrk is installed before the tests, so the benchmark smoke test runs"
     assert re.search(r"docker build\b", script) and re.search(r"docker run .*--publish 9696:9696", script)
     assert "/health" in script and "/predict" in script and "model/model.json" in script
     jobs = wf["jobs"]
