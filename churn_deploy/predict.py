@@ -36,6 +36,9 @@ class ChurnModel:
                 ):
         known = {f"{f}={v}" for f, dom in DOMAINS.items() for v in dom} | set(FEATURES)
         if unknown := sorted(set(coef) - known): raise ModelError(f"weights for unknown columns: {', '.join(unknown[:5])}")
+        for name, w in [("intercept", intercept), *coef.items()]:  # a NaN weight would answer NaN to every caller
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+                raise ModelError(f"weight {name!r} is {w!r}, not a finite number")
         self.intercept, self.coef, self.meta = float(intercept), dict(coef), meta or {}
         # numeric: (feature, coefficient); categorical: (feature, {value: coefficient}); unseen values weigh 0
         self.numeric = tuple((f, float(coef.get(f, 0.0))) for f in FEATURES if f in coef or f in NUMERICAL)
@@ -85,27 +88,45 @@ ChurnModel.explain = _explain
 # %% ../nbs/02_predict.ipynb #425834b3
 def _retrain_hint(model_dir: Path) -> str: return f"retrain with `churn_train --out {model_dir}`"
 
-def read_metadata(model_dir: str | Path) -> dict:
-    "The checked contents of `model_dir/model.json`."
+def _read(path: Path) -> bytes:
+    try: return path.read_bytes()
+    except OSError as e: raise ModelError(f"cannot read {path}: {e.strerror or e}") from None
+
+def read_metadata(model_dir: str | Path, # The model directory
+                  expect_sha256: str | None = None, # Refuse a model.json whose bytes have another sha256
+                 ) -> dict:
+    "The checked contents of `model_dir/model.json`, with the file's own sha256 under `file_sha256`."
     model_dir = Path(model_dir)
     path = model_dir / META_FILE
     if not path.is_file(): raise ModelError(f"no model in {model_dir}: {META_FILE} not found; {_retrain_hint(model_dir)}")
-    try: meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e: raise ModelError(f"{path} is not valid JSON ({e}); {_retrain_hint(model_dir)}") from None
+    raw = _read(path)
+    file_sha256 = hashlib.sha256(raw).hexdigest()
+    if expect_sha256 and file_sha256 != expect_sha256:
+        raise ModelError(f"{path} changed since the server verified it (sha256 {file_sha256[:12]}…, expected {expect_sha256[:12]}…)")
+    try: meta = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e: raise ModelError(f"{path} is not valid JSON ({e}); {_retrain_hint(model_dir)}") from None
+    if not isinstance(meta, dict) or "meta_sha256" not in meta:
+        raise ModelError(f"{path} has no meta_sha256 (written by an older churn_train); {_retrain_hint(model_dir)}")
+    if canonical_sha256({k: v for k, v in meta.items() if k != "meta_sha256"}) != meta["meta_sha256"]:
+        raise ModelError(f"{path}: the metadata does not match its recorded sha256 (edited or corrupt); {_retrain_hint(model_dir)}")
     try: weights, digest = meta["weights"], meta["weights_sha256"]
     except (KeyError, TypeError): raise ModelError(f"{path} has no weights; {_retrain_hint(model_dir)}") from None
     if canonical_sha256(weights) != digest:
         raise ModelError(f"{path}: the weights do not match their recorded sha256 (edited or corrupt); {_retrain_hint(model_dir)}")
     blob = model_dir / MODEL_FILE
-    if blob.exists() and hashlib.sha256(blob.read_bytes()).hexdigest() != meta.get("artifacts", {}).get(MODEL_FILE, {}).get("sha256"):
+    if blob.exists() and hashlib.sha256(_read(blob)).hexdigest() != meta.get("artifacts", {}).get(MODEL_FILE, {}).get("sha256"):
         raise ModelError(f"{blob} does not match the sha256 recorded in {META_FILE}; {_retrain_hint(model_dir)}")
-    return meta
+    return {**meta, "file_sha256": file_sha256}
 
-def load_model(model_dir: str | Path) -> ChurnModel:
-    "The compiled model of a model directory, after checking it."
-    meta = read_metadata(model_dir)
-    try: return ChurnModel(meta["weights"]["intercept"], meta["weights"]["coef"], meta)
-    except (KeyError, TypeError, ValueError) as e: raise ModelError(f"{model_dir}/{META_FILE}: malformed weights ({e})") from None
+def load_model(model_dir: str | Path, # The model directory
+               expect_sha256: str | None = None, # Refuse a model.json whose bytes have another sha256
+              ) -> ChurnModel:
+    "The compiled model of a model directory, after checking it; `.sha256` is its model.json's digest."
+    meta = read_metadata(model_dir, expect_sha256)
+    try: model = ChurnModel(meta["weights"]["intercept"], meta["weights"]["coef"], meta)
+    except (KeyError, TypeError, ValueError, AttributeError) as e: raise ModelError(f"{model_dir}/{META_FILE}: malformed weights ({e})") from None
+    model.sha256 = meta["file_sha256"]
+    return model
 
 def load_pipeline(model_dir: str | Path):
     "The pickled scikit-learn Pipeline of a model directory, unpickled only if its sha256 matches `model.json`."
