@@ -1,5 +1,5 @@
 """The real `churn_serve` process over HTTP: every endpoint, every error case, the API key and the size limits."""
-import json, math, os, re, signal, subprocess, time
+import hashlib, json, math, os, re, signal, subprocess, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,6 +11,8 @@ from conftest import ROOT, free_port, script
 from churn_deploy.data import FEATURES, SAMPLE_CUSTOMER
 
 MODEL_META = json.loads((ROOT / "model" / "model.json").read_text())
+MODEL_JSON_SHA256 = hashlib.sha256((ROOT / "model" / "model.json").read_bytes()).hexdigest()
+KEY = "test-key-0123456789abcdef"  # CHURN_API_KEY of the key server (16 characters at least)
 POST_ROUTES = ("/predict", "/predict/batch", "/explain")
 ROUTES = {"/predict", "/predict/batch", "/explain", "/health", "/ready", "/model", "/metrics"}
 JSON = {"content-type": "application/json"}
@@ -73,8 +75,10 @@ def assert_error(r: httpx.Response, status: int, field: str | None = None, *, in
     body = r.json()
     assert set(body) == {"error"}, body
     err = body["error"]
-    assert set(err) == {"status", "message", "fields"}, err
+    assert set(err) == {"status", "message", "request_id", "fields", "more_fields"}, err
     assert err["status"] == status and isinstance(err["message"], str) and err["message"], err
+    assert err["request_id"] == r.headers["x-request-id"], (err, r.headers)
+    assert isinstance(err["more_fields"], int) and len(r.content) <= 64 * 1024, len(r.content)
     assert isinstance(err["fields"], list), err
     for f in err["fields"]:
         assert set(f) == {"field", "message", "type"} and all(isinstance(v, str) and v for v in f.values()), f
@@ -115,8 +119,8 @@ def client(server):
 
 @pytest.fixture(scope="module")
 def key_server(tmp_path_factory):
-    "The service with CHURN_API_KEY=secret."
-    with running_server(tmp_path_factory.mktemp("key_server"), CHURN_API_KEY="secret") as (url, _, log): yield url
+    "The service with CHURN_API_KEY=KEY."
+    with running_server(tmp_path_factory.mktemp("key_server"), CHURN_API_KEY=KEY) as (url, _, log): yield url
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +263,7 @@ def test_model_metadata(client):
     meta = r.json()
     assert "weights" not in meta and "weights" not in json.dumps(meta).replace("weights_sha256", "")
     assert meta["metrics"]["test"]["auc"] >= 0.857
-    assert meta == {k: v for k, v in MODEL_META.items() if k != "weights"}
+    assert meta == {**{k: v for k, v in MODEL_META.items() if k != "weights"}, "file_sha256": MODEL_JSON_SHA256}
 
 
 def test_metrics_exposition(client):
@@ -394,7 +398,7 @@ BAD_BODIES = {  # name: (body, content type, status, field)
     "malformed JSON": (b'{"gender": "female",', "application/json", 400, None),
     "empty body": (b"", "application/json", 400, None),
     "not UTF-8": (b'{"gender": "\xff"}', "application/json", 400, None),
-    "deeply nested": (b"[" * 50_000 + b"]" * 50_000, "application/json", 400, None),
+    "deeply nested": (b"[" * 20_000 + b"]" * 20_000, "application/json", 400, None),
     "array instead of object": (json.dumps([SAMPLE_CUSTOMER]).encode(), "application/json", 422, "body"),
     "null": (b"null", "application/json", 422, "body"),
     "text/plain": (json.dumps(SAMPLE_CUSTOMER).encode(), "text/plain", 415, None),
@@ -485,9 +489,9 @@ def test_configured_max_batch(small_server):
 
 # ---------------------------------------------------------------- the API key
 
-@pytest.mark.parametrize("headers", [{}, {"x-api-key": "wrong"}, {"x-api-key": ""}, {"x-api-key": "Secret"}, {"x-api-key": "secret2"},
-                                     {"x-api-key": "a-much-longer-wrong-key-than-the-real-one"}, {"authorization": "Bearer secret"}],
-                         ids=["no header", "wrong", "empty", "other case", "key as prefix", "longer", "bearer instead"])
+@pytest.mark.parametrize("headers", [{}, {"x-api-key": "wrong"}, {"x-api-key": ""}, {"x-api-key": KEY.upper()}, {"x-api-key": KEY + "2"},
+                                     {"x-api-key": KEY[:-1]}, {"authorization": f"Bearer {KEY}"}],
+                         ids=["no header", "wrong", "empty", "other case", "key as prefix", "key shortened", "bearer instead"])
 def test_api_key_refused(key_server, headers):
     r = httpx.post(key_server + "/predict", json=SAMPLE_CUSTOMER, headers=headers, timeout=30)
     err = assert_error(r, 401)
@@ -496,7 +500,7 @@ def test_api_key_refused(key_server, headers):
 
 
 def test_api_key_accepted(key_server, pipeline):
-    r = httpx.post(key_server + "/predict", json=SAMPLE_CUSTOMER, headers={"X-API-Key": "secret"}, timeout=30)
+    r = httpx.post(key_server + "/predict", json=SAMPLE_CUSTOMER, headers={"X-API-Key": KEY}, timeout=30)
     assert r.status_code == 200, r.text
     assert abs(r.json()["churn_probability"] - proba(pipeline, [SAMPLE_CUSTOMER])[0]) <= 1e-9
 
@@ -506,7 +510,7 @@ def test_api_key_guards_every_other_route(key_server, method, path):
     body = {"customers": [SAMPLE_CUSTOMER]} if path == "/predict/batch" else SAMPLE_CUSTOMER
     kw = {"json": body} if method == "POST" else {}
     assert_error(httpx.request(method, key_server + path, timeout=30, **kw), 401)
-    ok = httpx.request(method, key_server + path, headers={"X-API-Key": "secret"}, timeout=30, **kw)
+    ok = httpx.request(method, key_server + path, headers={"X-API-Key": KEY}, timeout=30, **kw)
     assert ok.status_code == 200, ok.text
 
 
@@ -518,7 +522,7 @@ def test_probes_need_no_api_key(key_server, path):
 def test_api_key_checked_before_the_body(key_server):
     "A caller without the key learns nothing about the schema."
     assert_error(httpx.post(key_server + "/predict", content=b"{", headers=JSON, timeout=30), 401)
-    assert_error(httpx.post(key_server + "/predict", content=b"{", headers={**JSON, "X-API-Key": "secret"}, timeout=30), 400)
+    assert_error(httpx.post(key_server + "/predict", content=b"{", headers={**JSON, "X-API-Key": KEY}, timeout=30), 400)
 
 
 def test_openapi_documents_the_api_key(key_server):
