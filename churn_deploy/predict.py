@@ -105,7 +105,8 @@ def read_metadata(model_dir: str | Path, # The model directory
         raise ModelError(f"{path} changed since the server verified it (sha256 {file_sha256[:12]}…, expected {expect_sha256[:12]}…)")
     try: meta = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as e: raise ModelError(f"{path} is not valid JSON ({e}); {_retrain_hint(model_dir)}") from None
-    if not isinstance(meta, dict) or "meta_sha256" not in meta:
+    if not isinstance(meta, dict): raise ModelError(f"{path} is not a JSON object; {_retrain_hint(model_dir)}")
+    if "meta_sha256" not in meta:
         raise ModelError(f"{path} has no meta_sha256 (written by an older churn_train); {_retrain_hint(model_dir)}")
     if canonical_sha256({k: v for k, v in meta.items() if k != "meta_sha256"}) != meta["meta_sha256"]:
         raise ModelError(f"{path}: the metadata does not match its recorded sha256 (edited or corrupt); {_retrain_hint(model_dir)}")

@@ -52,14 +52,16 @@ def stop(proc: subprocess.Popen) -> int:
 
 
 @contextmanager
-def running_server(log_dir: Path, *args: str, model: Path = ROOT / "model", startup: float = 30.0, **env: str):
-    "Start `churn_serve --model MODEL --host 127.0.0.1 --port FREE ARGS` with CHURN_* `env`; yield (base URL, process, log)."
+def running_server(log_dir: Path, *args: str, model: Path | None = ROOT / "model", startup: float = 30.0, cwd: Path | None = None,
+                   **env: str):
+    "Start `churn_serve [--model MODEL] --host 127.0.0.1 --port FREE ARGS` in `cwd` with CHURN_* `env`; yield (base URL, process, log)."
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / "stderr.log"
+    model_args = ["--model", str(model)] if model is not None else []
     with open(log_dir / "stdout.log", "wb") as out, open(log, "wb") as err:
-        proc = subprocess.Popen([script("churn_serve"), "--model", str(model), "--host", "127.0.0.1", "--port", str(port), *args],
-                                stdout=out, stderr=err, env=server_env(**env), start_new_session=True)
+        proc = subprocess.Popen([script("churn_serve"), *model_args, "--host", "127.0.0.1", "--port", str(port), *args],
+                                stdout=out, stderr=err, env=server_env(**env), start_new_session=True, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, proc, log, startup)

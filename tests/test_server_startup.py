@@ -13,12 +13,12 @@ from test_server import running_server, server_env, stop
 PREFIX = "churn_serve: error: "
 
 
-def serve(model: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
-    "Run churn_serve until it exits; fail at once if it serves /health instead, or is still running after `timeout`."
+def serve(model: Path | None, *args: str, timeout: float = 60, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    "Run churn_serve (in `cwd`) until it exits; fail at once if it serves /health instead, or is still running after `timeout`."
     port = free_port()
-    cmd = [script("churn_serve"), "--model", str(model), "--host", "127.0.0.1", "--port", str(port), *args]
+    cmd = [script("churn_serve"), *(["--model", str(model)] if model is not None else []), "--host", "127.0.0.1", "--port", str(port), *args]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=server_env(**env), start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=server_env(**env), start_new_session=True, cwd=cwd)
         deadline, served = time.monotonic() + timeout, False
         while proc.poll() is None and time.monotonic() < deadline and not served:
             time.sleep(0.2)
@@ -52,7 +52,9 @@ def model_copy(tmp_path, model_dir) -> Path:
 def _edit_meta(d: Path, edit, reseal: bool = False):
     meta = json.loads((d / "model.json").read_text())
     edit(meta)
-    if reseal: meta["weights_sha256"] = canonical_sha256(meta["weights"])  # consistent, so only the content is wrong
+    if reseal:  # consistent digests, so only the content is wrong
+        meta["weights_sha256"] = canonical_sha256(meta["weights"])
+        meta["meta_sha256"] = canonical_sha256({k: v for k, v in meta.items() if k != "meta_sha256"})
     (d / "model.json").write_text(json.dumps(meta, indent=2))
 
 
@@ -70,11 +72,20 @@ def test_binary_model_json(model_copy):
 
 def test_model_json_not_an_object(model_copy):
     (model_copy / "model.json").write_text("[]")
-    assert_one_line_error(serve(model_copy), "model.json", "no weights")
+    assert_one_line_error(serve(model_copy), "model.json", "is not a JSON object")
 
 
 def test_tampered_weights(model_copy):
     def edit(meta): meta["weights"]["coef"]["contract=two_year"] += 0.5
+    _edit_meta(model_copy, edit)
+    assert_one_line_error(serve(model_copy), "metadata does not match its recorded sha256")
+
+
+def test_tampered_weights_with_resealed_metadata(model_copy):
+    "Even with meta_sha256 recomputed, the weights must still match the digest training recorded beside them."
+    def edit(meta):
+        meta["weights"]["coef"]["contract=two_year"] += 0.5
+        meta["meta_sha256"] = canonical_sha256({k: v for k, v in meta.items() if k != "meta_sha256"})
     _edit_meta(model_copy, edit)
     assert_one_line_error(serve(model_copy), "weights do not match their recorded sha256")
 
@@ -95,18 +106,53 @@ def test_weights_for_unknown_columns(model_copy):
 def test_malformed_weights(model_copy):
     def edit(meta): meta["weights"]["intercept"] = "abc"
     _edit_meta(model_copy, edit, reseal=True)
-    assert_one_line_error(serve(model_copy), "malformed weights")
+    assert_one_line_error(serve(model_copy), "weight 'intercept' is 'abc', not a finite number")
 
 
 @pytest.mark.parametrize("how", ["CHURN_DATA missing", "download refused"])
 def test_no_model_and_no_data(tmp_path, how):
+    "The default ./model of a fresh clone is the one directory trained on first run; without data, one line says why not."
     empty, cache = tmp_path / "model", tmp_path / "cache"
     empty.mkdir(), cache.mkdir()
     env = dict(CHURN_CACHE_DIR=str(cache), CHURN_DATA_URL="http://127.0.0.1:9/x.csv")
     if how == "CHURN_DATA missing": env["CHURN_DATA"] = str(tmp_path / "missing.csv")
-    line = assert_one_line_error(serve(empty, **env), f"no model in {empty}", "training one failed")
+    line = assert_one_line_error(serve(None, cwd=tmp_path, **env), "no model in model", "training one failed")
     assert (str(tmp_path / "missing.csv") if how == "CHURN_DATA missing" else "http://127.0.0.1:9/x.csv") in line
     assert list(empty.iterdir()) == [] and list(cache.iterdir()) == []  # nothing half-written
+
+
+def test_explicit_model_dir_is_never_trained(tmp_path):
+    "An explicit --model or CHURN_MODEL_DIR must hold a model: a missing or empty one is an error, not a place to train."
+    assert_one_line_error(serve(tmp_path / "nowhere"), f"model directory {tmp_path / 'nowhere'} does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(serve(tmp_path / "empty"), f"no model in {tmp_path / 'empty'}")
+    assert list((tmp_path / "empty").iterdir()) == []
+    assert_one_line_error(serve(None, CHURN_MODEL_DIR=str(tmp_path / "nowhere")), "does not exist")
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda m: m.__setitem__("version", "9.9.9"), "metadata does not match its recorded sha256"),
+    (lambda m: m["metrics"]["test"].__setitem__("auc", 0.99), "metadata does not match its recorded sha256"),
+    (lambda m: m.pop("meta_sha256"), "has no meta_sha256"),
+], ids=["version relabelled", "metrics doctored", "no digest"])
+def test_edited_metadata_is_refused(model_copy, change, needle):
+    _edit_meta(model_copy, change)
+    assert_one_line_error(serve(model_copy), str(model_copy / "model.json"), needle)
+
+
+@pytest.mark.parametrize("weight", ["NaN", "Infinity", "not a number", None], ids=["nan", "inf", "string", "null"])
+def test_non_finite_or_non_numeric_weights_are_refused(model_copy, weight):
+    value = float(weight) if weight in ("NaN", "Infinity") else weight
+    _edit_meta(model_copy, lambda m: m["weights"]["coef"].__setitem__("tenure", value), reseal=True)
+    assert_one_line_error(serve(model_copy), "'tenure'", "not a finite number")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes any file: unreadable and read-only cannot be staged")
+def test_unreadable_model_and_read_only_training_dir(model_copy, tmp_path):
+    (model_copy / "model.json").chmod(0)
+    assert_one_line_error(serve(model_copy), "cannot read")
+    ro = tmp_path / "ro"; ro.mkdir(); ro.chmod(0o555)
+    assert_one_line_error(serve(None, cwd=ro), "read-only")
 
 
 # ---------------------------------------------------------------- bad settings: the same one line
@@ -149,10 +195,21 @@ def _children(pid: int) -> list[int]: return _processes(1, pid)
 def _group_alive(pgid: int) -> list[int]: return _processes(2, pgid)
 
 
-def test_two_workers(tmp_path, model_dir):
+def _wait_startups(log: Path, n: int, timeout: float = 30):
+    "Wait until uvicorn has logged `n` application startups (workers come up one by one)."
+    deadline = time.monotonic() + timeout
+    while log.read_text().count("Application startup complete") < n and time.monotonic() < deadline: time.sleep(0.2)
+    assert log.read_text().count("Application startup complete") >= n, log.read_text()
+
+
+@pytest.mark.parametrize("form", ["absolute", "relative"])
+def test_two_workers(tmp_path, model_dir, form):
+    "Two workers, started from another directory than the repository, with an absolute or a relative --model."
     from churn_deploy.predict import load_pipeline
     p = float(load_pipeline(model_dir).predict_proba([SAMPLE_CUSTOMER])[0, 1])
-    with running_server(tmp_path, "--workers", "2", startup=60) as (url, proc, log):
+    elsewhere = tmp_path / "elsewhere"; elsewhere.mkdir()
+    model = model_dir if form == "absolute" else Path(os.path.relpath(model_dir, elsewhere))
+    with running_server(tmp_path, "--workers", "2", model=model, cwd=elsewhere, startup=60) as (url, proc, log):
         deadline = time.monotonic() + 30  # /health answers once the first worker is up; wait for the second
         while log.read_text().count("Application startup complete") < 2 and time.monotonic() < deadline: time.sleep(0.2)
         assert len(_children(proc.pid)) >= 2, "fewer than two worker processes"
@@ -169,13 +226,35 @@ def test_two_workers(tmp_path, model_dir):
     assert "Traceback" not in log.read_text()
 
 
+def test_workers_serve_the_verified_model_after_a_restart(tmp_path, model_copy):
+    "The model changes on disk after start and a worker dies: its replacement serves the verified model, and nobody goes down."
+    with running_server(tmp_path / "logs", "--workers", "2", model=model_copy, startup=60) as (url, proc, log):
+        _wait_startups(log, 2)
+        with httpx.Client(base_url=url, timeout=30) as c: before = c.get("/model").json()
+        # A valid, re-signed model with another version replaces the verified one on disk.
+        _edit_meta(model_copy, lambda m: m.__setitem__("version", "swapped-on-disk"), reseal=True)
+        victim = _children(proc.pid)[-1]
+        os.kill(victim, signal.SIGKILL)
+        _wait_startups(log, 3, timeout=60)  # the supervisor replaced the dead worker
+        assert proc.poll() is None, "the supervisor went down with the worker"
+        assert victim not in _children(proc.pid)
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for _ in range(30):
+                r = c.post("/predict", json=SAMPLE_CUSTOMER, headers={"connection": "close"})
+                assert r.status_code == 200 and r.json()["model_version"] == before["version"], r.text
+                meta = c.get("/model", headers={"connection": "close"}).json()
+                assert (meta["version"], meta["file_sha256"]) == (before["version"], before["file_sha256"])
+    assert "Traceback" not in log.read_text()
+
+
 # ---------------------------------------------------------------- the fresh clone: slow (~40 s), trains first
 
 def test_fresh_clone_trains_then_serves_SLOW(tmp_path, data_csv, model_dir):
-    "No model in the directory but data at hand: `churn_serve` trains one, then serves correct predictions."
-    fresh = tmp_path / "fresh-model"
+    "No ./model in a fresh clone but data at hand: `churn_serve` trains one there, then serves correct predictions."
+    clone = tmp_path / "clone"; clone.mkdir()
+    fresh = clone / "model"
     from churn_deploy.predict import load_pipeline
-    with running_server(tmp_path / "logs", model=fresh, startup=240, CHURN_DATA=str(data_csv),
+    with running_server(tmp_path / "logs", model=None, cwd=clone, startup=240, CHURN_DATA=str(data_csv),
                         CHURN_CACHE_DIR=str(tmp_path / "cache")) as (url, proc, log):
         assert {"model.bin", "model.json"} <= {f.name for f in fresh.iterdir()}
         p = float(load_pipeline(fresh).predict_proba([SAMPLE_CUSTOMER])[0, 1])
