@@ -5,16 +5,26 @@
 # %% ../nbs/01_train.ipynb #5021665d
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import pickle
 import platform
 import sys
+from pathlib import Path
+
+def _pin_blas_kernels():
+    "Use OpenBLAS's AVX2 (Haswell) kernels on any x86-64 CPU that has AVX2; only works before numpy loads."
+    if "numpy" in sys.modules or platform.machine().lower() not in ("x86_64", "amd64"): return
+    try: avx2 = " avx2" in Path("/proc/cpuinfo").read_text()
+    except OSError: return
+    if avx2: os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+
+_pin_blas_kernels()  # why: see "The model directory" below
+
+import hashlib
+import json
+import pickle
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version as pkg_version
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,13 +35,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
 from sklearn.model_selection import KFold, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
+from threadpoolctl import threadpool_info
 
 from .config import META_FILE, MODEL_FILE, Settings, get_settings
 from .data import DOMAINS, FEATURES, NUMERICAL, TARGET, ChurnDataError, canonical_sha256, file_sha256, find_data, load_churn_data
 
 # %% auto #0
-__all__ = ['CS', 'Splits', 'split_data', 'to_records', 'make_model', 'cross_validate', 'best_C', 'evaluate', 'TrainResult',
-           'train_model', 'linear_weights', 'save_model', 'train_to_dir', 'churn_train']
+__all__ = ['MIN_ROWS', 'MIN_PER_CLASS', 'CS', 'Splits', 'split_data', 'check_trainable', 'to_records', 'make_model',
+           'cross_validate', 'best_C', 'evaluate', 'TrainResult', 'train_model', 'linear_weights', 'save_model',
+           'train_to_dir', 'churn_train']
 
 # %% ../nbs/01_train.ipynb #138fe661
 @dataclass
@@ -48,6 +60,21 @@ def split_data(df: pd.DataFrame, seed: int = 1) -> Splits:
     train, val = train_test_split(full_train, test_size=0.25, random_state=seed)
     return Splits(full_train, train, val, test)
 
+# %% ../nbs/01_train.ipynb #db945d9f
+MIN_ROWS, MIN_PER_CLASS = 100, 25  # the test split then expects >= 5, each CV fold >= 4 of the rarer class
+
+def check_trainable(df: pd.DataFrame) -> pd.DataFrame:
+    "`df` if it has enough rows, and of each class, for the split and the cross-validation; else `ChurnDataError`."
+    churned = int(df[TARGET].sum()); stayed = len(df) - churned
+    if len(df) < MIN_ROWS or min(churned, stayed) < MIN_PER_CLASS:
+        raise ChurnDataError(f"too little data to train: {len(df)} rows ({churned} churned, {stayed} stayed); "
+                             f"need at least {MIN_ROWS} rows and {MIN_PER_CLASS} of each class")
+    return df
+
+def _require_both_classes(y: pd.Series, where: str):
+    if y.nunique() < 2:
+        raise ChurnDataError(f"{where} holds only one class ({len(y)} rows): the data needs more customers of each class")
+
 # %% ../nbs/01_train.ipynb #3f67e4cd
 def to_records(df: pd.DataFrame) -> list[dict]:
     "The model's input: one dict of the 19 features per customer."
@@ -63,6 +90,9 @@ CS = (0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0)
 def cross_validate(full_train: pd.DataFrame, Cs=CS, n_splits: int = 5, seed: int = 1) -> dict[float, tuple[float, float]]:
     "Mean and standard deviation of the k-fold AUC for each `C`."
     folds = list(KFold(n_splits=n_splits, shuffle=True, random_state=seed).split(full_train))
+    for k, (tr, va) in enumerate(folds, 1):
+        for part, rows in (("training", tr), ("validation", va)):
+            _require_both_classes(full_train[TARGET].iloc[rows], f"the {part} part of cross-validation fold {k}")
     out = {}
     for C in Cs:
         aucs = []
@@ -94,10 +124,14 @@ class TrainResult:
     metrics: dict[str, float]
     rows: dict[str, int]
 
-def train_model(df: pd.DataFrame, Cs=CS) -> TrainResult:
+def train_model(df: pd.DataFrame, # Cleaned data, as from `load_churn_data`
+                Cs=CS, # The values of C to try
+                cv: dict | None = None, # `cross_validate(split_data(df).full_train, Cs)`, if already run
+               ) -> TrainResult:
     "Choose C by cross-validation on full_train, fit on full_train, score on test."
-    sp = split_data(df)
-    cv = cross_validate(sp.full_train, Cs)
+    sp = split_data(check_trainable(df))
+    _require_both_classes(sp.test[TARGET], "the test split")
+    if cv is None: cv = cross_validate(sp.full_train, Cs)
     C = best_C(cv)
     model = make_model(C).fit(to_records(sp.full_train), sp.full_train[TARGET])
     rows = {"total": len(df), "full_train": len(sp.full_train), "test": len(sp.test)}
@@ -116,6 +150,10 @@ def _created_at() -> str:
     t = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else datetime.now(timezone.utc)
     return t.replace(microsecond=0).isoformat()
 
+def _blas_kernels() -> str:
+    "The CPU kernels of the loaded OpenBLAS libraries, e.g. 'Haswell'."
+    return ",".join(sorted({str(i.get("architecture")) for i in threadpool_info() if i["internal_api"] == "openblas"}))
+
 def save_model(res: TrainResult, out: str | Path, data_path: str | Path | None = None) -> dict:
     "Write `model.bin` and `model.json` into `out`; return the metadata."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -127,7 +165,7 @@ def save_model(res: TrainResult, out: str | Path, data_path: str | Path | None =
         "data": {"file": Path(data_path).name if data_path else None,
                  "sha256": file_sha256(data_path) if data_path else None, "rows": res.rows},
         "libraries": {"python": ".".join(platform.python_version_tuple()[:2]), "scikit-learn": sklearn.__version__,
-                      "numpy": np.__version__, "pandas": pd.__version__},
+                      "numpy": np.__version__, "pandas": pd.__version__, "openblas": _blas_kernels()},
         "params": {"C": res.C, "solver": "liblinear", "cv_folds": 5,
                    "cv_auc": {str(C): {"mean": m, "std": s} for C, (m, s) in res.cv.items()}},
         "fitted_on": "full_train",
@@ -137,6 +175,7 @@ def save_model(res: TrainResult, out: str | Path, data_path: str | Path | None =
         "weights_sha256": canonical_sha256(weights),
         "weights": weights,
     }
+    meta["meta_sha256"] = canonical_sha256(meta)  # everything above, so no field can be edited unnoticed
     (out / MODEL_FILE).write_bytes(blob)
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return meta

@@ -1,11 +1,21 @@
 """churn_train as a real process: bad files give one line and a non-zero exit; retraining reproduces the committed model."""
-import json, os, subprocess
+import json, os, platform, subprocess
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from conftest import HEADER, ROW, script
 
+
+def telco_csv(churned: int, stayed: int) -> str:
+    "A valid raw Telco CSV: the first customer repeated under new ids, `churned` of them with Churn=Yes."
+    rows = [ROW.replace("7590-VHVEG", f"{i:04d}-TEST", 1).removesuffix(",No") + (",Yes" if i < churned else ",No")
+            for i in range(churned + stayed)]
+    return "\n".join([HEADER, *rows]) + "\n"
+
+
+NEED = "need at least 100 rows and 25 of each class"  # the minimum the README states
 
 CASES = {
     "empty file": ("", "the file is empty"),
@@ -16,6 +26,12 @@ CASES = {
                          "column 'Contract', line 3: 'Weekly' is not one of"),
     "non-numeric tenure": (HEADER + "\n" + ROW.replace(",No,1,No,", ",No,one,No,", 1) + "\n",
                            "column 'tenure', line 2: 'one' is not a number"),
+    "one row": (telco_csv(0, 1), f"too little data to train: 1 rows (0 churned, 1 stayed); {NEED}"),
+    "too small to split": (telco_csv(1, 1), f"too little data to train: 2 rows (1 churned, 1 stayed); {NEED}"),
+    "11 rows": (telco_csv(4, 7), f"too little data to train: 11 rows (4 churned, 7 stayed); {NEED}"),
+    "99 rows": (telco_csv(40, 59), f"too little data to train: 99 rows (40 churned, 59 stayed); {NEED}"),
+    "too few churned": (telco_csv(24, 476), f"too little data to train: 500 rows (24 churned, 476 stayed); {NEED}"),
+    "too few stayed": (telco_csv(476, 24), f"too little data to train: 500 rows (476 churned, 24 stayed); {NEED}"),
 }
 
 
@@ -32,11 +48,31 @@ def test_bad_csv_one_line_error(case, tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "m").exists()
 
 
+def test_the_minimum_trains(tmp_path):
+    "Exactly 100 rows with 25 of one class is enough."
+    (tmp_path / "min.csv").write_text(telco_csv(25, 75))
+    r = subprocess.run([script("churn_train"), "--data", str(tmp_path / "min.csv"), "--out", str(tmp_path / "m")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["data"]["rows"] == {"total": 100, "full_train": 80, "test": 20}
+
+
+def _has_avx2() -> bool:
+    try: return platform.machine().lower() in ("x86_64", "amd64") and " avx2" in Path("/proc/cpuinfo").read_text()
+    except OSError: return False
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="the committed model was fitted with OpenBLAS's AVX2 kernels, which this CPU lacks")
 def test_retraining_reproduces_committed_model(model_dir, data_csv, tmp_path):
     "The model in the image is the one the code makes: retrain with the same clock, compare bytes."
+    from churn_deploy.data import canonical_sha256
     meta = json.loads((model_dir / "model.json").read_text())
+    rest = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    assert meta["meta_sha256"] == canonical_sha256(rest), "model.json's metadata was edited after training"
     epoch = int(datetime.fromisoformat(meta["created_at"]).timestamp())
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
+    env.pop("OPENBLAS_CORETYPE", None)  # churn_train picks the kernels itself (01_train, "The model directory")
     r = subprocess.run([script("churn_train"), "--data", str(data_csv), "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr
