@@ -59,9 +59,8 @@ def missing_data() -> str | None:
     s = Settings()
     try: find_data(settings=s)
     except ChurnDataError as e:
-        problem = " ".join(str(e).split())
-        return (f"needs the Telco churn CSV, not found: {problem} -- set CHURN_DATA=/path/to/{DATA_FILE} "
-                f"or put the file in {s.cache_dir}/")
+        problem = " ".join(str(e).split()).split("; pass --data")[0]  # the advice follows, with the cache
+        return f"{problem}; set CHURN_DATA=/path/to/{DATA_FILE} or put the file in {s.cache_dir}/"
     return None
 
 
@@ -79,7 +78,7 @@ def pytest_collection_finish(session):
     bound = [i for i in session.items if i.get_closest_marker("data")]
     if not bound or session.config.option.collectonly: return
     if (reason := missing_data()) is None: return
-    for item in bound: item.add_marker(pytest.mark.skip(reason=reason))
+    for item in bound: item.add_marker(pytest.mark.skip(reason=f"needs the Telco churn CSV: {reason}"))
     session.config.stash[_NO_DATA] = (reason, len(bound))
 
 
@@ -91,7 +90,7 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_terminal_summary(terminalreporter, config):
     if _NO_DATA in config.stash:
         reason, n = config.stash[_NO_DATA]
-        terminalreporter.write_line(f"FAILED: {n} tests skipped, each {reason}; "
+        terminalreporter.write_line(f"FAILED: {n} test(s) skipped for want of the Telco churn CSV: {reason}, "
                                     f"or leave them out with -m 'not data'", red=True, bold=True)
 
 
@@ -100,7 +99,7 @@ def data_csv() -> Path:
     "The real Telco CSV, through the same search the package uses (CHURN_DATA, cache, download)."
     from churn_deploy.data import ChurnDataError, find_data
     try: return find_data()
-    except ChurnDataError: pytest.skip(missing_data() or "the churn data went missing")
+    except ChurnDataError: pytest.skip(f"needs the Telco churn CSV: {missing_data()}")
 
 
 @pytest.fixture(scope="session")

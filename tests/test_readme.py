@@ -127,3 +127,25 @@ def test_training_facts_match_the_code_and_model():
     epoch = int(re.search(r"SOURCE_DATE_EPOCH=(\d+)", cmd).group(1))
     assert epoch == int(datetime.fromisoformat(meta["created_at"]).timestamp()), (cmd, meta["created_at"])
     assert meta["created_at"][:19] in cmd and cmd.split("#")[0].split()[-2:] == ["--out", "model"], cmd
+
+
+# ---------------------------------------------------------------- without the data
+
+@pytest.mark.parametrize("deselect", [False, True], ids=["all", "-m not data"])
+def test_without_the_data_the_run_fails_in_one_line(tmp_path, deselect):
+    "No data and no network: data-bound tests skip with one line each, and the run fails saying why (or passes without them)."
+    ids = ["tests/test_readme.py::test_quick_start_says_where_the_server_listens",
+           "tests/test_train_cli.py::test_retraining_reproduces_committed_model"]
+    env = {**os.environ, "CHURN_DATA": str(tmp_path / "missing.csv"), "HOME": str(tmp_path),
+           "CHURN_DATA_URL": "http://127.0.0.1:9/nothing"}
+    env.pop("CHURN_CACHE_DIR", None)
+    r = subprocess.run([script("pytest"), "-q", "-rs", "-p", "no:cacheprovider", *ids, *(["-m", "not data"] if deselect else [])],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in r.stdout + r.stderr, r.stdout
+    if deselect:
+        assert r.returncode == 0 and "1 passed, 1 deselected" in r.stdout, r.stdout
+        return
+    assert r.returncode == 1 and "1 passed, 1 skipped" in r.stdout, r.stdout
+    (line,) = [l for l in r.stdout.splitlines() if l.startswith("FAILED: ")]
+    assert "1 test(s) skipped for want of the Telco churn CSV" in line and str(tmp_path / "missing.csv") in line, line
+    assert "set CHURN_DATA=" in line and str(tmp_path / ".cache" / "churn-deploy") in line, line
