@@ -43,7 +43,9 @@ ENV PATH="/app/.venv/bin:$PATH" \
     CHURN_MODEL_DIR=/app/model \
     CHURN_HOST=0.0.0.0 \
     CHURN_PORT=9696 \
-    CHURN_WORKERS=1
+    CHURN_WORKERS=1 \
+    CHURN_LOG_FORMAT=json \
+    CHURN_ACCESS_LOG=true
 USER 10001:10001
 EXPOSE 9696
 # Liveness from inside the container, with the standard library (the slim image has no curl).

@@ -301,7 +301,7 @@ def test_k8s_runs_locked_down(k8s, dockerfile_facts):
     assert pod["automountServiceAccountToken"] is False
     res = c["resources"]
     assert {"cpu", "memory"} <= set(res["requests"]) and "memory" in res["limits"]
-    assert [e for e in c["env"] if e["name"] == "CHURN_API_KEY"][0]["valueFrom"]["secretKeyRef"], "a Secret"
+    assert [e for e in c["env"] if e["name"] == "CHURN_API_KEYS"][0]["valueFrom"]["secretKeyRef"], "a Secret"
 
 
 def test_hpa_scales_the_deployment(k8s):
