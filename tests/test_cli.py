@@ -108,14 +108,21 @@ def test_score_missing_arguments(tmp_path, args):
     assert_one_line_error(run(script("churn_score"), *args), "churn_score: error: ", "--input and --output")
 
 
-def test_score_unwritable_output(tmp_path, data_csv, model_dir):
+@pytest.fixture
+def one_customer_csv(tmp_path):
+    "A valid file to score that needs no real data."
+    (tmp_path / "one.csv").write_text(f"{HEADER}\n{ROW}\n")
+    return tmp_path / "one.csv"
+
+
+def test_score_unwritable_output(tmp_path, one_customer_csv, model_dir):
     out = tmp_path / "no-such-dir" / "out.csv"
-    r = run(script("churn_score"), "--input", str(data_csv), "--output", str(out), "--model", str(model_dir))
+    r = run(script("churn_score"), "--input", str(one_customer_csv), "--output", str(out), "--model", str(model_dir))
     assert_one_line_error(r, "churn_score: error: ", "cannot write", str(out))
 
 
-def test_score_missing_model(tmp_path, data_csv):
-    r = run(script("churn_score"), "--input", str(data_csv), "--output", str(tmp_path / "out.csv"), "--model", str(tmp_path / "none"))
+def test_score_missing_model(tmp_path, one_customer_csv):
+    r = run(script("churn_score"), "--input", str(one_customer_csv), "--output", str(tmp_path / "out.csv"), "--model", str(tmp_path / "none"))
     assert_one_line_error(r, "churn_score: error: ", "no model in", str(tmp_path / "none"))
 
 
