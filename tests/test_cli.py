@@ -133,9 +133,12 @@ def server(tmp_path_factory):
     with running_server(tmp_path_factory.mktemp("server")) as (url, _, _log): yield url
 
 
+KEY = "cli-test-key-0123456789"  # keys have at least 16 characters
+
+
 @pytest.fixture(scope="module")
 def key_server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("key_server"), CHURN_API_KEY="secret") as (url, _, _log): yield url
+    with running_server(tmp_path_factory.mktemp("key_server"), CHURN_API_KEY=KEY) as (url, _, _log): yield url
 
 
 def _answer(stdout: str) -> tuple[dict, str]:
@@ -181,13 +184,13 @@ def test_client_unreachable(how):
 
 
 def test_client_api_key_flag(key_server):
-    r = run(script("churn_client"), "--url", key_server, "--api_key", "secret")  # fastcore spells flags as the parameters
+    r = run(script("churn_client"), "--url", key_server, "--api_key", KEY)  # fastcore spells flags as the parameters
     assert r.returncode == 0, r.stderr
     assert _answer(r.stdout)[1] == "-> send the retention offer"
 
 
 def test_client_api_key_from_environment(key_server):
-    r = run(script("churn_client"), "--url", key_server, CHURN_API_KEY="secret")
+    r = run(script("churn_client"), "--url", key_server, CHURN_API_KEY=KEY)
     assert r.returncode == 0, r.stderr
     assert _answer(r.stdout)[0]["churn"] is True
 
@@ -197,4 +200,4 @@ def test_client_without_api_key(key_server):
 
 
 def test_client_wrong_api_key(key_server):
-    assert_one_line_error(run(script("churn_client"), "--url", key_server, CHURN_API_KEY="wrong"), "churn_client: error: ", "401")
+    assert_one_line_error(run(script("churn_client"), "--url", key_server, CHURN_API_KEY="wrong-key-0123456789"), "churn_client: error: ", "401")
