@@ -72,13 +72,17 @@ def _predict_many(self: ChurnModel, customers) -> list[float]:
 ChurnModel.logit, ChurnModel.predict_proba, ChurnModel.predict_many = _logit, _predict_proba, _predict_many
 
 # %% ../nbs/02_predict.ipynb #30b1174e
+def _odds_factor(c: float) -> str:
+    "exp(c) to two decimals, or as a power of e where it would overflow a float (valid but extreme inputs)."
+    return f"{math.exp(c):.2f}" if c < 700 else f"e^{c:.0f}"
+
 def _explain(self: ChurnModel, customer: dict, top: int = 3) -> dict:
     "Probability, intercept, each feature's log-odds contribution (largest first) and the top reasons."
     parts = [(f, customer[f], table[customer[f]]) for f, table in self.categorical]
     parts += [(f, customer[f], w * customer[f]) for f, w in self.numeric]
     parts.sort(key=lambda p: -abs(p[2]))
     z = self.logit(customer)
-    reasons = [f"{f} = {v} {'raises' if c > 0 else 'lowers'} the odds of churn (×{math.exp(c):.2f})"
+    reasons = [f"{f} = {v} {'raises' if c > 0 else 'lowers'} the odds of churn (×{_odds_factor(c)})"
                for f, v, c in parts[:top] if c != 0]
     return {"churn_probability": _sigmoid(z), "logit": z, "intercept": self.intercept,
             "contributions": [{"feature": f, "value": v, "contribution": c} for f, v, c in parts],
