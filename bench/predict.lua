@@ -1,12 +1,18 @@
 -- wrk script: POST /predict, cycling through the JSON bodies in the file given after `--`
--- (one customer per line), and print a machine-readable summary when done.
+-- (one customer per line), and print a machine-readable summary when done. Arguments after the
+-- file are extra headers, "Name: value" each (an API key, an Origin).
 local reqs = {}
 local i = 0
 
 function init(args)
+  local headers = {["Content-Type"] = "application/json"}
+  for k = 2, #args do
+    local name, value = string.match(args[k], "^([^:]+):%s*(.*)$")
+    headers[name] = value
+  end
   for line in io.lines(args[1]) do
     if #line > 0 then
-      reqs[#reqs + 1] = wrk.format("POST", "/predict", {["Content-Type"] = "application/json"}, line)
+      reqs[#reqs + 1] = wrk.format("POST", "/predict", headers, line)
     end
   end
   assert(#reqs > 0, "no request bodies in " .. tostring(args[1]))
