@@ -106,3 +106,21 @@ def data_csv() -> Path:
 def model_dir() -> Path:
     "The committed model directory."
     return ROOT / "model"
+
+
+# No request body and no secret may reach a log. Every server the tests start writes its logs under the session's
+# temp dir; when the session ends, they are all searched for the test API keys (they all look like `<name>-key-<hex>`)
+# and for the customer field values the tests send, which appear in no log line the service writes on its own.
+SECRET_PATTERNS = (r"[a-z]+-key-[0-9a-f]{12,}", r"73\.1415", r"9876\.5432", r"electronic_check", r"no_phone_service")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secrets_in_server_logs(tmp_path_factory):
+    "After the whole run: no server log holds a key or a customer's field values."
+    import re
+    yield
+    base = tmp_path_factory.getbasetemp()
+    logs = [p for p in base.rglob("*.log") if p.is_file()]
+    leaks = [(str(p.relative_to(base)), m.group(0)) for p in logs
+             for m in re.finditer("|".join(SECRET_PATTERNS), p.read_text(errors="replace"))]
+    assert not leaks, f"secrets or customer values in {len(logs)} server logs: {leaks[:10]}"
