@@ -56,7 +56,12 @@ def test_bench_smoke(tmp_path, data_csv):
     for label, f in res["figures"].items():
         assert f["baseline"] > 0 and f["project"] > 0, (label, f)
     assert res["total_errors"] == 0 and all(v == 0 for v in res["errors"].values()), res["errors"]
-    assert set(res["errors"]) == {"baseline", "project", "project_2w"}, res["errors"]
+    assert set(res["errors"]) == {"baseline", "project", "project_2w", "project all-on"}, res["errors"]
+    # The edge stage ran: every feature on, /health under big batches, memory under the worst bad batches, 431 cost.
+    edge = res["edge"]
+    assert edge["all_on"]["http_max_diff"] <= 1e-12 and edge["batch_failures"] == 0 and edge["bad_codes"] == [422], edge
+    for row in ("every edge feature on", "/health p99 while 16 clients", "peak worker RSS, 16 clients", "server CPU per 431"):
+        assert row in table, f"{row!r} missing from the table"
     assert res["same_probabilities"] and res["max_diff"] <= 1e-12, res["max_diff"]
     # Each agreement check ran: in-process over every row, the HTTP answers of both servers, the batch outputs.
     assert res["inprocess"]["max_diff"] <= 1e-12 and res["batch"]["max_diff"] <= 1e-12, res
