@@ -181,7 +181,7 @@ def test_batch_real_customers_in_order(client, pipeline, customers):
     assert len(preds) == len(customers)
     assert {p > 0.5 for p in expected} == {True, False}  # both answers occur, so order matters
     for i, (got, p) in enumerate(zip(preds, expected)):
-        assert set(got) == {"churn_probability", "churn", "model_version"}
+        assert set(got) == {"churn_probability", "churn", "model_version", "role"} and got["role"] == "champion"
         assert abs(got["churn_probability"] - p) <= 1e-9, (i, got, p)
         assert got["churn"] is (p >= 0.5) and got["model_version"] == MODEL_META["version"]
 
@@ -265,7 +265,10 @@ def test_model_metadata(client):
     meta = r.json()
     assert "weights" not in meta and "weights" not in json.dumps(meta).replace("weights_sha256", "")
     assert meta["metrics"]["test"]["auc"] >= 0.857
+    served = meta.pop("served")
     assert meta == {**{k: v for k, v in MODEL_META.items() if k != "weights"}, "file_sha256": MODEL_JSON_SHA256}
+    assert served["champion"]["version"] == MODEL_META["version"] and served["champion"]["sha256"] == MODEL_JSON_SHA256
+    assert served["challenger"] is None and served["routing"] == {"mode": "off", "fraction": 0.0}
 
 
 def test_metrics_exposition(client):
