@@ -326,8 +326,8 @@ def baseline_cmd(port: int, workers: int = 1) -> list[str]:
             "baseline_app:app"]
 
 
-def project_cmd(port: int, workers: int = 1) -> list[str]:
-    return [str(BIN / "churn_serve"), "--model", str(ROOT / "model"), "--host", "127.0.0.1", "--port", str(port),
+def project_cmd(port: int, workers: int = 1, model: Path = ROOT / "model") -> list[str]:
+    return [str(BIN / "churn_serve"), "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers)]
 
 
@@ -339,7 +339,7 @@ def project_score_cmd(inp: Path, out: Path) -> list[str]:
     return [str(BIN / "churn_score"), "--input", str(inp), "--output", str(out), "--model", str(ROOT / "model")]
 
 
-STAGES = ("inprocess", "cold", "http", "edge", "batch")
+STAGES = ("inprocess", "cold", "http", "edge", "shadow", "batch")
 
 
 def short(cmd: list[str]) -> str:
@@ -574,6 +574,61 @@ def stage_edge(plan: Plan, tmp: Path, bodies: list[bytes], bodies_file: Path, ch
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Shadow scoring (issue 9): a challenger scores every request beside the champion
+
+def shadow_registry(tmp: Path) -> Path:
+    "A registry in `tmp`: the committed model as champion, a different model (intercept + 1) as its shadow challenger."
+    from churn_deploy.config import META_FILE
+    from churn_deploy.data import canonical_sha256
+    from churn_deploy.registry import REGISTRY_FILE, add_version, init_registry, read_registry, set_challenger, version_dir
+    root = tmp / "shadow-model"
+    shutil.copytree(ROOT / "model", root, ignore=shutil.ignore_patterns(REGISTRY_FILE))
+    if not (root / REGISTRY_FILE).exists(): init_registry(root)
+    champ = read_registry(root).champion
+    meta = json.loads((version_dir(root, champ) / META_FILE).read_text())
+    meta.update(version="0.0.0+shadow", created_at="2030-01-01T00:00:00+00:00")
+    meta["weights"]["intercept"] += 1.0
+    meta["weights_sha256"] = canonical_sha256(meta["weights"])
+    meta.pop("meta_sha256"); meta["meta_sha256"] = canonical_sha256(meta)
+    (tmp / "shadow-src").mkdir()
+    (tmp / "shadow-src" / META_FILE).write_text(json.dumps(meta))
+    set_challenger(root, add_version(root, tmp / "shadow-src"), "shadow")
+    return root
+
+
+def stage_shadow(plan: Plan, tmp: Path, records: list[dict], bodies: list[bytes], bodies_file: Path, check) -> dict:
+    from churn_deploy.middleware import ServiceMetrics
+    from churn_deploy.registry import load_served
+    say("\n== shadow: a challenger scores every request beside the champion ==")
+    root = shadow_registry(tmp)
+    served, metrics = load_served(root), ServiceMetrics()
+    champ, sh = served.champion, served.shadow
+    n = plan.inproc_calls[1]
+    custs = [records[i % len(records)] for i in range(0, n * 7, 7)]
+    def off(c):  # what /predict does per customer with routing off
+        p = champ.predict_proba(c); metrics.scored(champ.version, "champion", (p,))
+    def on(c):  # and with a shadow challenger
+        p = champ.predict_proba(c); metrics.scored(champ.version, "champion", (p,))
+        q = sh.predict_proba(c); metrics.shadowed(sh.version, (p >= 0.5,), (q >= 0.5,))
+    out = {}
+    for name, fn in (("off", off), ("on", on)):
+        for c in custs[:50]: fn(c)
+        def repeats():
+            per = []
+            for _ in range(plan.inproc_repeats):
+                t0 = time.perf_counter()
+                for c in custs: fn(c)
+                per.append((time.perf_counter() - t0) / n * 1e6)
+            return per
+        out[f"inproc_{name}_us"] = min(measure(plan, f"shadow {name} in-process", repeats))
+    say(f"in-process, score + count one customer: routing off {out['inproc_off_us']:.2f} µs, shadow on {out['inproc_on_us']:.2f} µs "
+        f"(+{out['inproc_on_us'] - out['inproc_off_us']:.2f} µs)")
+    out["http"] = stage_http(plan, "project", lambda port, workers=1: project_cmd(port, workers, root), tmp, bodies, bodies_file,
+                             check, rss=False, tag="project shadow")
+    return out
+
+
 def make_batch_input(raw: Path, rows: int, dest: Path) -> None:
     "A raw Telco-format CSV of `rows` customers resampled from the real file, without the Churn column."
     import numpy as np
@@ -740,6 +795,7 @@ def main(argv=None) -> int:
                 say(f"{name:11} answers of 100 real customers vs Pipeline: max |diff| {h['http_max_diff']:.3g}; "
                     f"status for invalid bodies {h['invalid']}")
         if "edge" in stages and project: res["edge"] = stage_edge(plan, tmp, bodies, bodies_file, check)
+        if "shadow" in stages and project: res["shadow"] = stage_shadow(plan, tmp, records, bodies, bodies_file, check)
         if "batch" in stages: res["batch"] = stage_batch(plan, raw, tmp, project)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -748,7 +804,7 @@ def main(argv=None) -> int:
 
 def report(res: dict, plan: Plan, project: bool, a, n_records: int) -> int:
     "Print the table, write the JSON, and return the exit status."
-    ip, c, h, bt, ed = (res.get(k, {}) for k in ("inprocess", "cold", "http", "batch", "edge"))
+    ip, c, h, bt, ed, sd = (res.get(k, {}) for k in ("inprocess", "cold", "http", "batch", "edge", "shadow"))
     get = lambda d, side, key: d.get(side, {}).get(key)
     figures = [
         Figure("in-process single prediction", "µs/call", ip.get("baseline"), ip.get("project"), False, 30,
@@ -772,8 +828,10 @@ def report(res: dict, plan: Plan, project: bool, a, n_records: int) -> int:
                    get(ed, "all_on", "p99_ms"), False, 3, "≤ 1/3", ",.2f")]
     errors = {name: v["load_errors"] + v.get("rss_errors", 0) for name, v in h.items()}
     if ed: errors["project all-on"] = ed["all_on"]["load_errors"]
+    if sd: errors["project shadow"] = sd["http"]["load_errors"]
     total_errors = sum(errors.values())
-    diffs = [x for x in (ip.get("max_diff"), bt.get("max_diff"), *(v["http_max_diff"] for v in h.values())) if x is not None]
+    diffs = [x for x in (ip.get("max_diff"), bt.get("max_diff"), *(v["http_max_diff"] for v in h.values()),
+                         ed.get("all_on", {}).get("http_max_diff"), sd.get("http", {}).get("http_max_diff")) if x is not None]
     max_diff = max(diffs, default=None)
     same = max_diff is None or (max_diff <= MAX_DIFF and bt.get("label_mismatch", 0) == 0)
     invalid = {k: v["invalid"] for k, v in h.items()}
@@ -796,6 +854,19 @@ def report(res: dict, plan: Plan, project: bool, a, n_records: int) -> int:
         for label, unit, v, target, ok in rows:
             lines.append(f"| {label}, {unit} | | {v:,.2f} | | {target} | {'PASS' if ok else 'FAIL'} |")
             edge_ok &= ok
+    if sd:
+        extra_us = sd["inproc_on_us"] - sd["inproc_off_us"]
+        rows = [("in-process score + count, shadow on (routing off)", "µs/customer", f"{sd['inproc_on_us']:.2f} ({sd['inproc_off_us']:.2f})",
+                 f"+{extra_us:.2f}", "≤ +20 µs", extra_us <= 20)]
+        if "project" in h:
+            ratio = sd["http"]["p99_ms"] / h["project"]["p99_ms"]
+            rows += [("HTTP /predict throughput, shadow on (routing off)", "req/s", f"{sd['http']['rps']:,.0f} ({h['project']['rps']:,.0f})",
+                      f"{sd['http']['rps'] / h['project']['rps']:.2f}×", "(information)", None),
+                     ("HTTP /predict p99 latency, shadow on (routing off)", "ms", f"{sd['http']['p99_ms']:.2f} ({h['project']['p99_ms']:.2f})",
+                      f"{ratio:.2f}×", "≤ 1.10×", ratio <= 1.10)]
+        for label, unit, v, r, target, ok in rows:
+            lines.append(f"| {label}, {unit} | | {v} | {r} | {target} | {'' if ok is None else 'PASS' if ok else 'FAIL'} |")
+            if ok is False: edge_ok = False
     if project and max_diff is not None:
         lines.append(f"| same probabilities: max \\|diff\\| in-process ({n_records:,} rows), HTTP, batch | | "
                      f"{max_diff:.2g} | | ≤ {MAX_DIFF:g} | {'PASS' if same else 'FAIL'} |")
@@ -824,7 +895,7 @@ def report(res: dict, plan: Plan, project: bool, a, n_records: int) -> int:
     if total_errors: say(f"\nFAIL: {total_errors} request(s) failed under load: {errors}")
     if not same: say(f"\nFAIL: the project's probabilities differ from the baseline's (max |diff| {max_diff:.3g})")
     if missed: say(f"\n{'smoke, not enforced' if a.smoke else 'FAIL'}: targets missed: {'; '.join(missed)}")
-    if not edge_ok: say(f"\n{'smoke, not enforced' if a.smoke else 'FAIL'}: an edge robustness target was missed")
+    if not edge_ok: say(f"\n{'smoke, not enforced' if a.smoke else 'FAIL'}: an edge or shadow target was missed")
     return 1 if total_errors or not same or ((missed or not edge_ok) and not a.smoke) else 0
 
 
