@@ -6,7 +6,7 @@
 __all__ = ['PORT', 'MODEL_FILE', 'META_FILE', 'DATA_FILE', 'DATA_URL', 'MIN_KEY_LENGTH', 'KEY_NAME', 'Settings', 'key_hash',
            'api_key_table', 'get_settings']
 
-# %% ../nbs/00_config.ipynb #a81e557f
+# %% ../nbs/00_config.ipynb #52e01147
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,7 +16,7 @@ import re
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# %% ../nbs/00_config.ipynb #f8ba21a5
+# %% ../nbs/00_config.ipynb #7d87f0fa
 PORT = 9696  # the course's port, kept so the workshop's clients work unchanged
 MODEL_FILE = "model.bin"  # the pickled scikit-learn Pipeline, the training artifact
 META_FILE = "model.json"  # metadata plus the compiled scorer weights, what the service loads
@@ -24,7 +24,7 @@ DATA_FILE = "WA_Fn-UseC_-Telco-Customer-Churn.csv"
 DATA_URL = ("https://raw.githubusercontent.com/alexeygrigorev/mlbookcamp-code/master/"
             "chapter-03-churn-prediction/" + DATA_FILE)
 
-# %% ../nbs/00_config.ipynb #de685264
+# %% ../nbs/00_config.ipynb #27f60a70
 MIN_KEY_LENGTH = 16  # characters of a plain API key; shorter keys are refused at start-up
 KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     batch_threads: int = Field(2, ge=1, le=64, description="Large batches validated and scored at once, each in a worker thread")
     grace_period: float = Field(20.0, ge=0, description="Seconds in-flight requests get to finish after SIGTERM/SIGINT")
     registry_poll: float = Field(2.0, gt=0, le=60, description="Seconds between checks of the model registry for a change")
+    registry_file: Path | None = Field(None, description="A registry.json to read instead of the model directory's (e.g. a mounted ConfigMap)")
     rate_limit: str | None = Field(None, description="Per key name or client address, e.g. `100/second` or `20/second;600/minute`")
     rate_limit_storage: str = Field("memory://", description="Counter storage of the `limits` library: `memory://` or `redis://host:port`")
     trusted_proxy: str = Field("none", description="Whose client-address header to believe: `none`, `fly`, `k8s` or CIDRs")
@@ -116,7 +117,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{o!r}: list exact origins such as https://app.example.com (no *, no path)")
         return v
 
-# %% ../nbs/00_config.ipynb #c7b70a27
+# %% ../nbs/00_config.ipynb #f5160395
 def key_hash(key: str) -> str:
     "The sha256 hex digest `CHURN_API_KEYS` holds for `key`."
     import hashlib
@@ -131,7 +132,7 @@ def api_key_table(s: Settings) -> dict[str, str]:
             table[digest.lower()] = name
     return table
 
-# %% ../nbs/00_config.ipynb #e9232090
+# %% ../nbs/00_config.ipynb #b64995ca
 @lru_cache
 def get_settings() -> Settings:
     "The process-wide settings, read from the environment once."

@@ -174,3 +174,23 @@ def test_broken_registry_keeps_the_old_state(tmp_path, registry):
         assert text.count("registry change refused") == 2, text[-2000:]
         assert "Traceback" not in text
         assert httpx.get(url + "/ready", timeout=10).json()["model_version"] == first
+
+
+def test_registry_file_elsewhere_as_a_configmap(tmp_path, registry):
+    "CHURN_REGISTRY_FILE names a registry outside the model directory (a mounted ConfigMap); replacing it swaps the model."
+    import os
+    root, first, second = registry
+    cm = tmp_path / "configmap"; cm.mkdir()
+    reg = read_registry(root)
+    (cm / REGISTRY_FILE).write_text(reg.model_dump_json())
+    with running_server(tmp_path / "logs", model=root, CHURN_REGISTRY_POLL=POLL,
+                        CHURN_REGISTRY_FILE=str(cm / REGISTRY_FILE)) as (url, proc, log):
+        post = lambda: httpx.post(url + "/predict", json=SAMPLE_CUSTOMER, timeout=10).headers["x-model-version"]
+        assert post() == first
+        new = cm / "new.json"
+        new.write_text(reg.model_copy(update={"champion": second, "previous": first}).model_dump_json())
+        os.replace(new, cm / REGISTRY_FILE)  # what the kubelet does: an atomic swap of the mounted files
+        deadline = time.monotonic() + 10
+        while post() != second and time.monotonic() < deadline: time.sleep(0.2)
+        assert post() == second
+        assert json.loads((root / REGISTRY_FILE).read_text())["champion"] == first  # the image's registry is untouched
