@@ -109,18 +109,25 @@ def model_dir() -> Path:
 
 
 # No request body and no secret may reach a log. Every server the tests start writes its logs under the session's
-# temp dir; when the session ends, they are all searched for the test API keys (they all look like `<name>-key-<hex>`)
-# and for the customer field values the tests send, which appear in no log line the service writes on its own.
-SECRET_PATTERNS = (r"[a-z]+-key-[0-9a-f]{12,}", r"73\.1415", r"9876\.5432", r"electronic_check", r"no_phone_service")
+# temp dir; when the session ends, they are all searched for the test API keys (they all look like `<name>-key-<hex>`),
+# for raw customer ids the tests send (`cust-raw-<hex>`), and for the customer field values the tests send, which
+# appear in no log line the service writes on its own. Prediction records (the `churn.predictions` lines and the JSONL
+# prediction logs) hold the features by design, so only keys and raw ids are searched for there.
+SECRETS = (r"[a-z]+-key-[0-9a-f]{12,}", r"cust-raw-[0-9a-f]+")
+CUSTOMER_VALUES = (r"73\.1415", r"9876\.5432", r"electronic_check", r"no_phone_service")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_secrets_in_server_logs(tmp_path_factory):
-    "After the whole run: no server log holds a key or a customer's field values."
+    "After the whole run: no server log holds a key or a raw customer id, and no log line but a prediction record a customer's values."
     import re
     yield
     base = tmp_path_factory.getbasetemp()
-    logs = [p for p in base.rglob("*.log") if p.is_file()]
-    leaks = [(str(p.relative_to(base)), m.group(0)) for p in logs
-             for m in re.finditer("|".join(SECRET_PATTERNS), p.read_text(errors="replace"))]
-    assert not leaks, f"secrets or customer values in {len(logs)} server logs: {leaks[:10]}"
+    secrets_re, values_re = re.compile("|".join(SECRETS)), re.compile("|".join(CUSTOMER_VALUES))
+    leaks, files = [], [p for p in base.rglob("*") if p.is_file() and p.suffix in (".log", ".jsonl")]
+    for p in files:
+        for line in p.read_text(errors="replace").splitlines():
+            record = p.suffix == ".jsonl" or '"logger":"churn.predictions"' in line
+            for m in (secrets_re.finditer(line) if record else re.finditer(f"{secrets_re.pattern}|{values_re.pattern}", line)):
+                leaks.append((str(p.relative_to(base)), m.group(0)))
+    assert not leaks, f"secrets or customer values in {len(files)} server logs: {leaks[:10]}"
