@@ -1,0 +1,346 @@
+"""churn_retrain as a real process, and the monthly workflow that runs it.
+
+- Bad input: one line on stderr, status 1, the registry untouched.
+- The drills: shuffled labels are rejected (status 3) for three seeds; the same data reproduces the champion byte for
+  byte and registers no duplicate; a passing candidate is promoted with --promote, and the registry still works.
+- .github/workflows/retrain.yml: valid for the GitHub workflow schema and actionlint (which reject broken copies),
+  monthly and on demand, actions pinned like CI, and its gate step run as written.
+
+The trainings (about 8 s of CPU each) start together, in the background, the first time a test needs one.
+"""
+import json, os, platform, re, shutil, subprocess, sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import BIN, HEADER, ROOT, ROW, script
+from test_audit_config import SHA_PIN, actionlint, check_schema
+from test_train_cli import telco_csv
+
+WORKFLOW = ROOT / ".github" / "workflows" / "retrain.yml"
+MODELS = ROOT / "model"
+ERROR = "churn_retrain: error: "
+
+
+def champion_dir(models: Path = MODELS) -> Path:
+    "The directory holding the champion's model.json, in either layout of a model directory."
+    from churn_deploy.registry import is_legacy, read_registry, version_dir
+    return models if is_legacy(models) else version_dir(models, read_registry(models).champion)
+
+
+def env_for(data_csv: Path, **extra: str) -> dict:
+    "This environment, finding the champion's data through CHURN_DATA, with no clock or BLAS override unless given."
+    env = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "OPENBLAS_CORETYPE", "CHURN_MODEL_DIR")}
+    return {**env, "CHURN_DATA": str(data_csv), **extra}
+
+
+def files(root: Path) -> dict[str, bytes]:
+    "Every file under `root`, by relative path."
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def report_of(stdout: str, cwd: Path) -> dict:
+    "The report.json of the run whose output is `stdout` (its last line names report.md)."
+    (line,) = [l for l in stdout.splitlines() if l.startswith("report: ")]
+    return json.loads((cwd / line.removeprefix("report: ")).with_name("report.json").read_text())
+
+
+def _has_avx2() -> bool:
+    try: return platform.machine().lower() in ("x86_64", "amd64") and " avx2" in Path("/proc/cpuinfo").read_text()
+    except OSError: return False
+
+
+def gate_step(cwd: Path, path: str, **env: str) -> subprocess.Popen:
+    "Start the workflow's gate step as written, in `cwd`, with the tools in `path` standing in for `uv run --locked`."
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    (gate,) = [s for job in wf["jobs"].values() for s in job["steps"] if s.get("id") == "gate"]
+    (cwd / "github_output").write_text("")
+    env = {**env_for(env.get("CHURN_DATA", "")), "PATH": f"{path}{os.pathsep}{os.environ['PATH']}", "RUNNER_TEMP": str(cwd),
+           "GITHUB_OUTPUT": str(cwd / "github_output"), **env}
+    return subprocess.Popen(["bash", "-e", "-c", gate["run"].replace("uv run --locked ", "")], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def outputs(cwd: Path) -> dict:
+    "The step outputs the gate step wrote."
+    return dict(l.split("=", 1) for l in (cwd / "github_output").read_text().splitlines())
+
+
+# ---------------------------------------------------------------- the trainings, started together
+
+@pytest.fixture(scope="module")
+def unseen(data_csv):
+    "The raw rows of the real CSV outside the frozen holdout (the champion's test split), as read."
+    from churn_deploy.data import check_raw, clean, read_raw
+    from churn_deploy.train import split_data
+    raw = read_raw(data_csv)
+    return raw.drop(split_data(clean(check_raw(raw))).test.index)
+
+
+SEEDS = (1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_csv, unseen):
+    "Every training run of this file, started at once; each test waits for its own."
+    base = tmp_path_factory.mktemp("retrain")
+    champ = json.loads((champion_dir() / "model.json").read_text())
+    epoch = str(int(datetime.fromisoformat(champ["created_at"]).timestamp()))
+    rng = np.random.default_rng(0)
+    drifted = unseen[(unseen.Contract == "Month-to-month") | (rng.random(len(unseen)) < 0.5)]
+    jobs = {f"shuffled-{s}": (unseen.assign(Churn=np.random.default_rng(s).permutation(unseen.Churn.to_numpy())), [], {})
+            for s in SEEDS}
+    jobs["same"] = (None, [], {"SOURCE_DATE_EPOCH": epoch})
+    jobs["promote"] = (drifted, ["--promote"], {})
+    started = {}
+    d = base / "workflow"  # the workflow's gate step on this month's data: the champion's own, retrained at another time
+    shutil.copytree(MODELS, d / "model")
+    started["workflow"] = (gate_step(d, str(BIN), NEW_DATA=str(data_csv), CHURN_DATA=str(data_csv)), d)
+    for name, (frame, args, extra) in jobs.items():
+        d = base / name
+        shutil.copytree(MODELS, d / "model")
+        data = data_csv if frame is None else d / "new.csv"
+        if frame is not None: frame.to_csv(data, index=False)
+        proc = subprocess.Popen([script("churn_retrain"), "--data", str(data), "--models", "model", *args], cwd=d,
+                                env=env_for(data_csv, **extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started[name] = (proc, d)
+    results = {}
+
+    def result(name: str):
+        if name not in results:
+            proc, d = started[name]
+            out, err = proc.communicate(timeout=600)
+            results[name] = (subprocess.CompletedProcess(proc.args, proc.returncode, out, err), d)
+            if name == "workflow": results[name] += (outputs(d),)
+        return results[name]
+
+    yield result
+    for proc, _ in started.values():
+        if proc.poll() is None: proc.kill(); proc.wait()
+
+
+# ---------------------------------------------------------------- bad input
+
+def _case_files(tmp: Path, data_csv: Path) -> dict:
+    "Each bad input: (arguments, extra environment, what the one line says)."
+    (tmp / "weekly.csv").write_text(f"{HEADER}\n{ROW}\n{ROW.replace('Month-to-month', 'Weekly')}\n")
+    (tmp / "eleven.csv").write_text(telco_csv(4, 7))
+    (tmp / "empty.csv").write_text("")
+    (tmp / "small.csv").write_text("".join(data_csv.read_text().splitlines(keepends=True)[:200]))
+    data = ["--data", str(data_csv)]
+    return {
+        "no --data": ([], {}, "--data NEW.csv is required"),
+        "missing file": (["--data", str(tmp / "none.csv")], {}, f"the given path {str(tmp / 'none.csv')!r} is not a file"),
+        "empty file": (["--data", str(tmp / "empty.csv")], {}, "the file is empty"),
+        "unknown category": (["--data", str(tmp / "weekly.csv")], {}, "column 'Contract', line 3: 'Weekly' is not one of"),
+        "too little data": (["--data", str(tmp / "eleven.csv")], {}, "too little data to train: 11 rows (4 churned, 7 stayed)"),
+        "missing holdout": ([*data, "--holdout", str(tmp / "none.csv")], {}, "is not a file"),
+        "small holdout": ([*data, "--holdout", str(tmp / "eleven.csv")], {}, "a holdout needs at least 25 of each class"),
+        "other holdout": ([*data, "--holdout_sha256", "0" * 64], {}, "not the expected 000000000000…"),
+        "champion's data not found": (data, {"CHURN_DATA": str(tmp / "small.csv")}, "is not the champion's training data"),
+        "NaN threshold": ([*data, "--min_auc_diff", "nan"], {}, "--min_auc_diff must be a finite number"),
+    }
+
+
+CASES = ["no --data", "missing file", "empty file", "unknown category", "too little data", "missing holdout",
+         "small holdout", "other holdout", "champion's data not found", "NaN threshold"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_one_line(case, tmp_path, data_csv, runs):  # runs: the trainings go on meanwhile
+    args, extra, expected = _case_files(tmp_path, data_csv)[case]
+    shutil.copytree(MODELS, tmp_path / "model")
+    before = files(tmp_path / "model")
+    r = subprocess.run([script("churn_retrain"), "--models", str(tmp_path / "model"), *args], capture_output=True,
+                       text=True, timeout=120, env=env_for(data_csv, **extra))
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(ERROR) and expected in lines[0], r.stderr
+    assert files(tmp_path / "model") == before, "a refused run changed the registry"
+
+
+@pytest.mark.parametrize("damage", ["no model", "edited champion", "broken registry"])
+def test_bad_registry_one_line(damage, tmp_path, data_csv, runs):
+    root = tmp_path / "model"
+    shutil.copytree(MODELS, root)
+    if damage == "no model": shutil.rmtree(root); root.mkdir()
+    elif damage == "edited champion":
+        meta = champion_dir(root) / "model.json"
+        text = meta.read_text()
+        assert '"C": 0.5,' in text
+        meta.write_text(text.replace('"C": 0.5,', '"C": 5.0,', 1))
+    else:
+        from churn_deploy.registry import init_registry
+        init_registry(root)
+        (root / "registry.json").write_text('{"champion": ')
+    before = files(root)
+    r = subprocess.run([script("churn_retrain"), "--models", str(root), "--data", str(data_csv)], capture_output=True,
+                       text=True, timeout=120, env=env_for(data_csv))
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(ERROR) and str(root) in lines[0], r.stderr
+    assert files(root) == before
+
+
+# ---------------------------------------------------------------- the drills
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_shuffled_labels_are_rejected(runs, seed):
+    from churn_deploy.registry import model_of, read_registry
+    from churn_deploy.retrain import EXIT_REJECTED, decide
+    r, d = runs(f"shuffled-{seed}")
+    assert r.returncode == EXIT_REJECTED == 3, r.stdout + r.stderr
+    assert "decision: rejected" in r.stdout and "Traceback" not in r.stderr, r.stdout + r.stderr
+    report = report_of(r.stdout, d)
+    assert report["decision"] == decide(report) == "rejected"
+    b = report["bootstrap"]
+    assert b["ci_high"] < report["thresholds"]["min_auc_diff"], b  # far below the limit, not a near miss
+    reg = read_registry(d / "model")
+    v = report["candidate"]["version"]
+    assert reg.rejected == [v] and reg.challenger is None and reg.champion == report["champion"]["version"], reg
+    assert {"report.md", "report.json", "roc.png", "calibration.png", "model.json", "model.bin"} <= set(os.listdir(d / "model" / v))
+    assert model_of(d / "model", v, reg).version == v  # kept, verified, with its report beside it
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="the committed model was fitted with OpenBLAS's AVX2 kernels, which this CPU lacks")
+def test_same_data_reproduces_the_champion(runs):
+    "Retrained on the champion's own data with its clock: the same bytes, the same version, no duplicate, a pass."
+    from churn_deploy.registry import read_registry
+    from churn_deploy.retrain import decide
+    r, d = runs("same")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = report_of(r.stdout, d)
+    champ = report["champion"]["version"]
+    assert report["candidate"]["version"] == champ and report["candidate"]["identical_to_champion"]
+    assert report["decision"] == decide(report) == "unchanged" and report["passed"]
+    assert (report["bootstrap"]["auc_diff"], report["bootstrap"]["ci_low"], report["bootstrap"]["ci_high"]) == (0.0, 0.0, 0.0)
+    reg = read_registry(d / "model")
+    assert list(reg.versions) == [champ] and reg.challenger is None and reg.rejected == [], reg
+    for f in ("model.bin", "model.json"):
+        assert (d / "model" / champ / f).read_bytes() == (champion_dir() / f).read_bytes(), f
+    assert report["candidate"]["model_json_sha256"] == reg.versions[champ]
+
+
+def test_promote_a_passing_candidate(runs):
+    "A candidate from drifted customers passes; --promote makes it the champion; the registry still works with the reports."
+    from churn_deploy.registry import model_of, read_registry, rollback
+    from churn_deploy.retrain import decide
+    r, d = runs("promote")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = report_of(r.stdout, d)
+    assert report["passed"] and report["decision"] == decide(report) == "promoted", report["checks"]
+    root = d / "model"
+    reg = read_registry(root)
+    assert (reg.champion, reg.previous) == (report["candidate"]["version"], report["champion"]["version"]), reg
+    for v in reg.versions: assert model_of(root, v, reg).version == v
+    rollback(root)
+    assert read_registry(root).champion == report["champion"]["version"]
+    listing = subprocess.run([script("churn_models"), "list", "--models", str(root)], capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0 and report["candidate"]["version"] in listing.stdout, listing.stdout + listing.stderr
+
+
+# ---------------------------------------------------------------- the workflow
+
+@pytest.fixture(scope="module")
+def workflow() -> dict:
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    wf["on"] = wf.pop(True)  # YAML 1.1 reads the key `on` as true
+    return wf
+
+
+def _steps(wf: dict) -> list[dict]:
+    return [s for job in wf["jobs"].values() for s in job.get("steps", [])]
+
+
+def test_workflow_is_valid():
+    r = check_schema("vendor.github-workflows", WORKFLOW)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = actionlint(WORKFLOW)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_validators_reject_broken_copies(tmp_path, workflow):
+    p = tmp_path / ".github" / "workflows" / "retrain.yml"
+    p.parent.mkdir(parents=True)
+    bad = json.loads(json.dumps(workflow))
+    bad["on"]["schedule"] = [{"cron": "17 5 32 * *"}]  # no 32nd day
+    (job,) = bad["jobs"].values()
+    job["steps"].append({"if": "steps.gat.outputs.decision == 'challenger'", "run": "true"})  # no step `gat`
+    p.write_text(yaml.safe_dump(bad, sort_keys=False))
+    r = actionlint(p)
+    assert r.returncode != 0 and "32" in r.stdout and "gat" in r.stdout, r.stdout
+    job["timeout-minutes"] = "half an hour"
+    p.write_text(yaml.safe_dump(bad, sort_keys=False))
+    assert check_schema("vendor.github-workflows", p).returncode != 0
+
+
+def test_workflow_runs_monthly_and_on_demand(workflow):
+    on = workflow["on"]
+    assert "workflow_dispatch" in on and "data_url" in on["workflow_dispatch"]["inputs"], on
+    (cron,) = [c["cron"] for c in on["schedule"]]
+    minute, hour, dom, month, dow = cron.split()
+    assert dom.isdigit() and 1 <= int(dom) <= 28 and month == dow == "*", f"{cron!r} is not monthly"
+    assert workflow["permissions"] == {"contents": "write", "pull-requests": "write"}
+
+
+def test_workflow_actions_pinned_like_ci(workflow):
+    ci = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    uses = [s["uses"] for s in _steps(workflow) if "uses" in s]
+    assert uses and all(SHA_PIN.fullmatch(u) for u in uses), uses
+    uv = {s["with"]["version"] for s in _steps(workflow) + _steps(ci) if s.get("uses", "").startswith("astral-sh/setup-uv@")}
+    assert len(uv) == 1, f"retraining and CI must use one uv version: {uv}"
+    ci_pins = {s["uses"].split("@")[0]: s["uses"] for s in _steps(ci) if "uses" in s}
+    for u in uses:
+        if u.split("@")[0] in ci_pins: assert u == ci_pins[u.split("@")[0]], (u, ci_pins)
+
+
+def test_workflow_opens_a_pull_request_only_for_a_challenger(workflow):
+    steps = {s.get("name", s.get("uses", "")): s for s in _steps(workflow)}
+    gate = next(s for s in steps.values() if s.get("id") == "gate")
+    assert "churn_retrain --data" in gate["run"] and "--models model" in gate["run"] and "--promote" not in gate["run"]
+    pr = next(s for s in steps.values() if s.get("uses", "").startswith("peter-evans/create-pull-request@"))
+    assert pr["if"] == "steps.gate.outputs.decision == 'challenger'" and pr["with"]["add-paths"] == "model", pr
+    assert pr["with"]["body-path"].endswith("/report.md")
+    kept = next(s for s in steps.values() if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert kept["if"] == "steps.gate.outputs.decision == 'rejected'", kept
+    fail = next(s for s in steps.values() if "run" in s and "exit 3" in s["run"])
+    assert fail["if"] == "steps.gate.outputs.decision == 'rejected'", fail
+
+
+def test_gate_step_as_written(runs):
+    "The step on this month's data (the champion's own, retrained at another time): a pass, nothing new to register."
+    from churn_deploy.registry import read_registry
+    r, d, out = runs("workflow")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((d / out["dir"] / "report.json").read_text())
+    assert out["decision"] == report["decision"] and out["version"] == report["candidate"]["version"], out
+    if _has_avx2():
+        assert out["decision"] == "unchanged", out
+        reg = read_registry(d / "model")
+        assert list(reg.versions) == [report["champion"]["version"]], reg  # the registered files are kept
+        assert (d / "model" / out["version"] / "model.json").read_bytes() == (champion_dir() / "model.json").read_bytes()
+
+
+@pytest.mark.parametrize("status,decision", [(3, "rejected"), (0, "challenger"), (1, None)])
+def test_gate_step_reads_the_exit_status(tmp_path, status, decision):
+    "With a stand-in churn_retrain: a rejection (3) still writes the outputs; an error (1) fails the step."
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "churn_retrain").write_text(
+        "#!/bin/sh\nmkdir -p model/0.2.0+abc\n"
+        f"echo '{{\"decision\": \"{decision}\"}}' > model/0.2.0+abc/report.json\n"
+        "echo 'gate: ...'\necho 'report: model/0.2.0+abc/report.md'\n"
+        f"exit {status}\n")
+    (fake / "churn_retrain").chmod(0o755)
+    (fake / "python").symlink_to(sys.executable)
+    proc = gate_step(tmp_path, str(fake))
+    _, err = proc.communicate(timeout=60)
+    out = outputs(tmp_path)
+    if decision is None:
+        assert proc.returncode == status and out == {}, (proc.returncode, out)
+    else:
+        assert proc.returncode == 0, err
+        assert out == {"decision": decision, "version": "0.2.0+abc", "dir": "model/0.2.0+abc"}, out
