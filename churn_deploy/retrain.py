@@ -267,7 +267,7 @@ def compare(champion: ChurnModel, # The champion, as served
 # %% ../nbs/02b_retrain.ipynb #39439b51
 _PARTS = {"holdout": "holdout", "candidate_test": "candidate's test split"}
 _NEXT = {"challenger": "registered as the challenger, in shadow; promote it with `churn_models promote {v}`",
-         "promoted": "promoted: it is the champion now; `churn_models rollback` undoes it",
+         "promoted": "it is the champion now; `churn_models rollback` undoes it",
          "unchanged": "the candidate is the champion's very model (same model.bin and weights); the registry is unchanged",
          "rejected": "registered as rejected; it keeps this report, and serves no traffic"}
 

@@ -102,7 +102,7 @@ def runs(tmp_path_factory, data_csv, unseen):
     for name, (frame, args, extra) in jobs.items():
         d = base / name
         shutil.copytree(MODELS, d / "model")
-        data = data_csv if frame is None else d / "new.csv"
+        data = data_csv if frame is None else d / ("drifted.csv" if name == "promote" else f"{name}.csv")
         if frame is not None: frame.to_csv(data, index=False)
         proc = subprocess.Popen([script("churn_retrain"), "--data", str(data), "--models", "model", *args], cwd=d,
                                 env=env_for(data_csv, **extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -240,6 +240,32 @@ def test_promote_a_passing_candidate(runs):
     assert read_registry(root).champion == report["champion"]["version"]
     listing = subprocess.run([script("churn_models"), "list", "--models", str(root)], capture_output=True, text=True, timeout=60)
     assert listing.returncode == 0 and report["candidate"]["version"] in listing.stdout, listing.stdout + listing.stderr
+
+
+def _readme_retraining() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split("\n### Retraining\n", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="the README's figures come from OpenBLAS's AVX2 kernels, which this CPU lacks")
+def test_readme_figures_are_a_real_run(runs):
+    "The README's worked example is churn_retrain's output on the drifted file; its drill rows are the drills' numbers."
+    sec = _readme_retraining()
+    (example,) = [b for tag, b in re.findall(r"^```(\w*)\n(.*?)^```", sec, re.M | re.S) if "$ uv run churn_retrain" in b]
+    r, _ = runs("promote")  # the same file; --promote changes only the decision and what follows
+    got = r.stdout.splitlines()
+    for prefix in ("candidate ", "holdout: ", "AUC ", "gate: "):
+        (shown,) = [l for l in example.splitlines() if l.startswith(prefix)]
+        assert shown in got, (shown, got)
+    minus = lambda x: f"{x:+.4f}".replace("-", "−")
+    for seed in SEEDS:
+        r, d = runs(f"shuffled-{seed}")
+        rep, b = report_of(r.stdout, d), report_of(r.stdout, d)["bootstrap"]
+        h = rep["metrics"]["holdout"]
+        ok = sum(t["passed"] for t in rep["behaviour"]["candidate"])
+        row = (f"| shuffled labels, seed {seed} | {minus(b['auc_diff'])} | [{minus(b['ci_low'])}, {minus(b['ci_high'])}] | "
+               f"{minus(h['candidate']['brier'] - h['champion']['brier'])} | {ok}/6 | rejected (status 3) |")
+        assert row in sec, row
 
 
 # ---------------------------------------------------------------- the workflow
