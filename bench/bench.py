@@ -339,7 +339,7 @@ def project_score_cmd(inp: Path, out: Path) -> list[str]:
     return [str(BIN / "churn_score"), "--input", str(inp), "--output", str(out), "--model", str(ROOT / "model")]
 
 
-STAGES = ("inprocess", "cold", "http", "edge", "shadow", "batch")
+STAGES = ("inprocess", "cold", "http", "edge", "shadow", "monitor", "batch")
 
 
 def short(cmd: list[str]) -> str:
@@ -629,6 +629,21 @@ def stage_shadow(plan: Plan, tmp: Path, records: list[dict], bodies: list[bytes]
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Monitoring (issue 10): drift counting is on by default; the prediction log at sample 1.0
+
+def stage_monitor(plan: Plan, tmp: Path, bodies: list[bytes], bodies_file: Path, check) -> dict:
+    say("\n== monitoring: drift counting off, and the prediction log at sample 1.0 (stdout and a JSONL file) ==")
+    off = stage_http(plan, "project", project_cmd, tmp, bodies, bodies_file, check, rss=False, env={"CHURN_DRIFT_METRICS": "false"},
+                     tag="project drift-off")
+    log = stage_http(plan, "project", project_cmd, tmp, bodies, bodies_file, check, rss=False,
+                     env={"CHURN_PREDICTION_LOG_SAMPLE": "1", "CHURN_PREDICTION_LOG_FILE": str(tmp / "predictions.jsonl"),
+                          "CHURN_PREDICTION_LOG_KEY": "bench-prediction-log-key"}, tag="project log-1.0")
+    lines = sum(1 for _ in open(tmp / "predictions.jsonl")) if (tmp / "predictions.jsonl").exists() else 0
+    say(f"prediction log: {lines:,} records in the JSONL file (rotated at 50 MiB; older files not counted)")
+    return {"drift_off": off, "log_on": log, "log_records": lines}
+
+
 def make_batch_input(raw: Path, rows: int, dest: Path) -> None:
     "A raw Telco-format CSV of `rows` customers resampled from the real file, without the Churn column."
     import numpy as np
@@ -796,6 +811,7 @@ def main(argv=None) -> int:
                     f"status for invalid bodies {h['invalid']}")
         if "edge" in stages and project: res["edge"] = stage_edge(plan, tmp, bodies, bodies_file, check)
         if "shadow" in stages and project: res["shadow"] = stage_shadow(plan, tmp, records, bodies, bodies_file, check)
+        if "monitor" in stages and project: res["monitor"] = stage_monitor(plan, tmp, bodies, bodies_file, check)
         if "batch" in stages: res["batch"] = stage_batch(plan, raw, tmp, project)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -804,7 +820,7 @@ def main(argv=None) -> int:
 
 def report(res: dict, plan: Plan, project: bool, a, n_records: int) -> int:
     "Print the table, write the JSON, and return the exit status."
-    ip, c, h, bt, ed, sd = (res.get(k, {}) for k in ("inprocess", "cold", "http", "batch", "edge", "shadow"))
+    ip, c, h, bt, ed, sd, mo = (res.get(k, {}) for k in ("inprocess", "cold", "http", "batch", "edge", "shadow", "monitor"))
     get = lambda d, side, key: d.get(side, {}).get(key)
     figures = [
         Figure("in-process single prediction", "µs/call", ip.get("baseline"), ip.get("project"), False, 30,
@@ -829,9 +845,11 @@ def report(res: dict, plan: Plan, project: bool, a, n_records: int) -> int:
     errors = {name: v["load_errors"] + v.get("rss_errors", 0) for name, v in h.items()}
     if ed: errors["project all-on"] = ed["all_on"]["load_errors"]
     if sd: errors["project shadow"] = sd["http"]["load_errors"]
+    if mo: errors.update({"project drift-off": mo["drift_off"]["load_errors"], "project log-1.0": mo["log_on"]["load_errors"]})
     total_errors = sum(errors.values())
     diffs = [x for x in (ip.get("max_diff"), bt.get("max_diff"), *(v["http_max_diff"] for v in h.values()),
-                         ed.get("all_on", {}).get("http_max_diff"), sd.get("http", {}).get("http_max_diff")) if x is not None]
+                         ed.get("all_on", {}).get("http_max_diff"), sd.get("http", {}).get("http_max_diff"),
+                         *(v.get("http_max_diff") for k, v in mo.items() if isinstance(v, dict))) if x is not None]
     max_diff = max(diffs, default=None)
     same = max_diff is None or (max_diff <= MAX_DIFF and bt.get("label_mismatch", 0) == 0)
     invalid = {k: v["invalid"] for k, v in h.items()}
@@ -867,6 +885,23 @@ def report(res: dict, plan: Plan, project: bool, a, n_records: int) -> int:
         for label, unit, v, r, target, ok in rows:
             lines.append(f"| {label}, {unit} | | {v} | {r} | {target} | {'' if ok is None else 'PASS' if ok else 'FAIL'} |")
             if ok is False: edge_ok = False
+    if mo and "project" in h:
+        d, lg, base = mo["drift_off"], mo["log_on"], h["project"]
+        lines += [f"| HTTP /predict throughput, drift counting on (the default row) vs off, req/s | | {base['rps']:,.0f} ({d['rps']:,.0f}) "
+                  f"| {base['rps'] / d['rps']:.2f}× | (information) | |",
+                  f"| HTTP /predict p99, drift counting on (the default row) vs off, ms | | {base['p99_ms']:.2f} ({d['p99_ms']:.2f}) "
+                  f"| {base['p99_ms'] / d['p99_ms']:.2f}× | (information) | |",
+                  f"| HTTP /predict throughput, prediction log at sample 1.0 (default), req/s | | {lg['rps']:,.0f} ({base['rps']:,.0f}) "
+                  f"| {lg['rps'] / base['rps']:.2f}× | (information) | |",
+                  f"| HTTP /predict p99, prediction log at sample 1.0 (default), ms | | {lg['p99_ms']:.2f} ({base['p99_ms']:.2f}) "
+                  f"| +{lg['p99_ms'] - base['p99_ms']:.2f} ms | (information) | |"]
+        if h.get("baseline"):
+            ok = lg["rps"] >= 4 * h["baseline"]["rps"] and lg["p99_ms"] <= h["baseline"]["p99_ms"] / 3
+            lines.append(f"| prediction log at sample 1.0 against the baseline: throughput, p99 | {h['baseline']['rps']:,.0f}, "
+                         f"{h['baseline']['p99_ms']:.2f} ms | {lg['rps']:,.0f}, {lg['p99_ms']:.2f} ms | "
+                         f"{lg['rps'] / h['baseline']['rps']:.1f}×, 1/{h['baseline']['p99_ms'] / lg['p99_ms']:.1f} | ≥ 4×, ≤ 1/3 "
+                         f"| {'PASS' if ok else 'FAIL'} |")
+            edge_ok &= ok
     if project and max_diff is not None:
         lines.append(f"| same probabilities: max \\|diff\\| in-process ({n_records:,} rows), HTTP, batch | | "
                      f"{max_diff:.2g} | | ≤ {MAX_DIFF:g} | {'PASS' if same else 'FAIL'} |")

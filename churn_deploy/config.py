@@ -6,7 +6,7 @@
 __all__ = ['PORT', 'MODEL_FILE', 'META_FILE', 'DATA_FILE', 'DATA_URL', 'MIN_KEY_LENGTH', 'KEY_NAME', 'Settings', 'key_hash',
            'api_key_table', 'get_settings']
 
-# %% ../nbs/00_config.ipynb #52e01147
+# %% ../nbs/00_config.ipynb #bfd41cd1
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,7 +16,7 @@ import re
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# %% ../nbs/00_config.ipynb #7d87f0fa
+# %% ../nbs/00_config.ipynb #92d86faf
 PORT = 9696  # the course's port, kept so the workshop's clients work unchanged
 MODEL_FILE = "model.bin"  # the pickled scikit-learn Pipeline, the training artifact
 META_FILE = "model.json"  # metadata plus the compiled scorer weights, what the service loads
@@ -24,7 +24,7 @@ DATA_FILE = "WA_Fn-UseC_-Telco-Customer-Churn.csv"
 DATA_URL = ("https://raw.githubusercontent.com/alexeygrigorev/mlbookcamp-code/master/"
             "chapter-03-churn-prediction/" + DATA_FILE)
 
-# %% ../nbs/00_config.ipynb #27f60a70
+# %% ../nbs/00_config.ipynb #88d6e5d8
 MIN_KEY_LENGTH = 16  # characters of a plain API key; shorter keys are refused at start-up
 KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     rate_limit_storage: str = Field("memory://", description="Counter storage of the `limits` library: `memory://` or `redis://host:port`")
     trusted_proxy: str = Field("none", description="Whose client-address header to believe: `none`, `fly`, `k8s` or CIDRs")
     cors_origins: Annotated[list[str], NoDecode] = Field([], description="Origins allowed to call from a browser, comma-separated")
+    drift_metrics: bool = Field(True, description="Count every scored row into the reference-profile buckets for /metrics")
+    prediction_log_sample: float = Field(0.0, ge=0, le=1, description="Share of callers whose predictions are logged (0: off)")
+    prediction_log_file: Path | None = Field(None, description="Also write the prediction records to this JSONL file (rotated)")
+    prediction_log_max_bytes: int = Field(50 * 2**20, ge=1024, description="Size at which the JSONL file is rotated")
+    prediction_log_backups: int = Field(5, ge=0, description="Rotated JSONL files kept")
+    prediction_log_key: SecretStr | None = Field(None, description=f"HMAC secret (at least {MIN_KEY_LENGTH} characters) for customer ids in the log")
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line (the image's default)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(False, description="Log every request (off: /metrics counts them, at less cost)")
@@ -68,6 +74,13 @@ class Settings(BaseSettings):
     def _long_enough(cls, v):
         if v is not None and len(v.get_secret_value()) < MIN_KEY_LENGTH:
             raise ValueError(f"an API key needs at least {MIN_KEY_LENGTH} characters (unset it to turn keys off)")
+        return v
+
+    @field_validator("prediction_log_key")
+    @classmethod
+    def _hmac_long_enough(cls, v):
+        if v is not None and len(v.get_secret_value()) < MIN_KEY_LENGTH:
+            raise ValueError(f"the prediction-log key needs at least {MIN_KEY_LENGTH} characters (unset it to log no customer ids)")
         return v
 
     @field_validator("api_keys")
@@ -117,7 +130,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{o!r}: list exact origins such as https://app.example.com (no *, no path)")
         return v
 
-# %% ../nbs/00_config.ipynb #f5160395
+# %% ../nbs/00_config.ipynb #51bcc7b6
 def key_hash(key: str) -> str:
     "The sha256 hex digest `CHURN_API_KEYS` holds for `key`."
     import hashlib
@@ -132,7 +145,7 @@ def api_key_table(s: Settings) -> dict[str, str]:
             table[digest.lower()] = name
     return table
 
-# %% ../nbs/00_config.ipynb #b64995ca
+# %% ../nbs/00_config.ipynb #7d6cc12e
 @lru_cache
 def get_settings() -> Settings:
     "The process-wide settings, read from the environment once."
