@@ -5,21 +5,25 @@
 # %% ../nbs/04_score.ipynb #b12443f4
 from __future__ import annotations
 
+import secrets
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from fastcore.script import call_parse
 
 from .config import get_settings
-from .data import ID, ChurnDataError, _to_number, check_raw, clean_category, read_raw
+from .data import FEATURES, ID, ChurnDataError, _to_number, check_raw, clean, clean_category, read_raw
+from .monitor import MonitorError, customer_hash, log_key, prediction_record
 from .predict import ChurnModel, ModelError, load_model
 
 # %% auto #0
-__all__ = ['score_raw', 'score_file', 'churn_score']
+__all__ = ['score_raw', 'score_file', 'churn_score', 'write_prediction_log']
 
 # %% ../nbs/04_score.ipynb #2658b67d
 def score_raw(raw: pd.DataFrame, # A raw frame that passed `check_raw`
@@ -35,8 +39,11 @@ def score_raw(raw: pd.DataFrame, # A raw frame that passed `check_raw`
     return 1.0 / (1.0 + np.exp(-z))
 
 # %% ../nbs/04_score.ipynb #a26e0d32
-def score_file(input: str | Path, output: str | Path, model: ChurnModel) -> int:
-    "Score the raw churn CSV `input` into `output`; return the number of rows."
+def score_file(input: str | Path, output: str | Path, model: ChurnModel,
+               prediction_log: str | Path | None = None, # Also write one prediction-log record per customer here
+               secret: str | None = None, # The prediction-log secret: the records' `customer` is the HMAC of customerID
+              ) -> int:
+    "Score the raw churn CSV `input` into `output` (and a prediction log); return the number of rows."
     if not Path(input).is_file(): raise ChurnDataError(f"input {str(input)!r} is not a file")
     raw = check_raw(read_raw(input), target=False)
     p = score_raw(raw, model)
@@ -44,15 +51,41 @@ def score_file(input: str | Path, output: str | Path, model: ChurnModel) -> int:
     out = pa.table({id_col: raw[id_col].to_numpy(), "churn_probability": p, "churn": p >= model.threshold})
     try: pacsv.write_csv(out, output, pacsv.WriteOptions(quoting_style="needed"))
     except (OSError, pa.ArrowException) as e: raise ChurnDataError(f"cannot write {output}: {e}") from None
+    if prediction_log is not None: write_prediction_log(prediction_log, raw, p, model, secret)
     return len(raw)
 
 @call_parse
 def churn_score(input: str = None, # Raw Telco-format CSV to score (the Churn column may be absent)
                 output: str = None, # CSV to write: customerID, churn_probability, churn
                 model: str = None, # Model directory (default: CHURN_MODEL_DIR, or ./model)
+                prediction_log: str = None, # Also write one prediction-log record (JSON line) per customer to this file
+                key_secret: str = None, # The prediction-log secret for the records' customer hash (default: CHURN_PREDICTION_LOG_KEY)
                ):
     "Score every customer of a CSV file."
     if not (input and output): sys.exit("churn_score: error: --input and --output are both required")
-    try: n = score_file(input, output, load_model(model or get_settings().model_dir))
-    except (ChurnDataError, ModelError) as e: sys.exit(f"churn_score: error: {e}")
+    try:
+        secret = log_key(key_secret) if prediction_log else None
+        n = score_file(input, output, load_model(model or get_settings().model_dir), prediction_log, secret)
+    except (ChurnDataError, ModelError, MonitorError) as e: sys.exit(f"churn_score: error: {e}")
     print(f"scored {n:,} customers into {output}")
+    if prediction_log: print(f"and {n:,} prediction records into {prediction_log}" + ("" if secret else " (no secret: customer null)"))
+
+# %% ../nbs/04_score.ipynb #6a0f4e21
+def write_prediction_log(path: str | Path, # The JSON-lines file to write (replaced)
+                         raw: pd.DataFrame, # The checked raw frame that was scored
+                         probs: np.ndarray, # Its probabilities
+                         model: ChurnModel, # The model that scored it
+                         secret: str | None = None, # The prediction-log secret; without it, `customer` is null
+                        ) -> str:
+    "Write one prediction-log record per row; return the batch id, every record's `request_id`."
+    id_col = next(c for c in raw.columns if c.lower() == ID)
+    batch, now = "batch-" + secrets.token_hex(8), datetime.now(timezone.utc)
+    rows = clean(raw)[FEATURES].to_dict(orient="records")
+    try:
+        with open(path, "wb") as f:
+            for row, p, cid in zip(rows, probs.tolist(), raw[id_col].tolist()):
+                rec = prediction_record(row, p, p >= model.threshold, model.version, batch, "champion",
+                                        customer_hash(cid, secret) if secret else None, now)
+                f.write(orjson.dumps(rec) + b"\n")
+    except OSError as e: raise ChurnDataError(f"cannot write {path}: {e.strerror or e}") from None
+    return batch

@@ -39,6 +39,7 @@ from threadpoolctl import threadpool_info
 
 from .config import META_FILE, MODEL_FILE, Settings, get_settings
 from .data import DOMAINS, FEATURES, NUMERICAL, TARGET, ChurnDataError, canonical_sha256, file_sha256, find_data, load_churn_data
+from .monitor import reference_profile
 
 # %% auto #0
 __all__ = ['MIN_ROWS', 'MIN_PER_CLASS', 'CS', 'Splits', 'split_data', 'check_trainable', 'to_records', 'make_model',
@@ -123,6 +124,7 @@ class TrainResult:
     cv: dict[float, tuple[float, float]]
     metrics: dict[str, float]
     rows: dict[str, int]
+    reference: dict  # the profile of full_train that drift is measured against (05_monitor)
 
 def train_model(df: pd.DataFrame, # Cleaned data, as from `load_churn_data`
                 Cs=CS, # The values of C to try
@@ -135,7 +137,8 @@ def train_model(df: pd.DataFrame, # Cleaned data, as from `load_churn_data`
     C = best_C(cv)
     model = make_model(C).fit(to_records(sp.full_train), sp.full_train[TARGET])
     rows = {"total": len(df), "full_train": len(sp.full_train), "test": len(sp.test)}
-    return TrainResult(model, C, cv, evaluate(model, sp.test), rows)
+    reference = reference_profile(sp.full_train, model.predict_proba(to_records(sp.full_train))[:, 1])
+    return TrainResult(model, C, cv, evaluate(model, sp.test), rows, reference)
 
 # %% ../nbs/01_train.ipynb #7f5afbd8
 def linear_weights(model: Pipeline) -> dict:
@@ -171,6 +174,7 @@ def save_model(res: TrainResult, out: str | Path, data_path: str | Path | None =
         "fitted_on": "full_train",
         "metrics": {"test": res.metrics},
         "schema": {"categorical": {c: list(d) for c, d in DOMAINS.items()}, "numerical": NUMERICAL},
+        "reference": res.reference,
         "artifacts": {MODEL_FILE: {"sha256": blob_sha}},
         "weights_sha256": canonical_sha256(weights),
         "weights": weights,
