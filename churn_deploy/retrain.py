@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from fastcore.script import call_parse
+from pydantic import ValidationError
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score, roc_curve
 
 from .config import MODEL_FILE, get_settings
@@ -431,7 +432,10 @@ def churn_retrain(data: str = None, # The new data: a CSV in the raw Telco forma
     try:
         if not data: raise ChurnDataError("--data NEW.csv is required")
         if bad := [k for k, v in thresholds.items() if not np.isfinite(v)]: raise ChurnDataError(f"--{bad[0]} must be a finite number")
+        if seed < 0: raise ChurnDataError("--seed must be 0 or more")
         run = retrain(data, models, holdout, holdout_sha256, promote, thresholds, seed)
+    except ValidationError as e:  # a registry change that the registry's own rules refuse
+        sys.exit(f"churn_retrain: error: {e.errors(include_url=False)[0]['msg'].removeprefix('Value error, ')}")
     except (ChurnDataError, ModelError, OSError) as e:
         sys.exit(f"churn_retrain: error: {e}")
     print("\n".join(summary(run, models)))

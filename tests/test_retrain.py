@@ -83,6 +83,14 @@ def unseen(data_csv):
 SEEDS = (1, 2, 3)
 
 
+def holdout_sha256(data_csv: Path) -> str:
+    "The rows sha256 of the champion's frozen holdout, as an earlier report would record it."
+    from churn_deploy.data import load_churn_data
+    from churn_deploy.retrain import rows_sha256
+    from churn_deploy.train import split_data
+    return rows_sha256(split_data(load_churn_data(data_csv)).test)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, data_csv, unseen):
     "Every training run of this file, started at once; each test waits for its own."
@@ -94,7 +102,7 @@ def runs(tmp_path_factory, data_csv, unseen):
     jobs = {f"shuffled-{s}": (unseen.assign(Churn=np.random.default_rng(s).permutation(unseen.Churn.to_numpy())), [], {})
             for s in SEEDS}
     jobs["same"] = (None, [], {"SOURCE_DATE_EPOCH": epoch})
-    jobs["promote"] = (drifted, ["--promote"], {})
+    jobs["promote"] = (drifted, ["--promote", "--holdout_sha256", holdout_sha256(data_csv)], {})
     started = {}
     d = base / "workflow"  # the workflow's gate step on this month's data: the champion's own, retrained at another time
     shutil.copytree(MODELS, d / "model")
@@ -142,11 +150,12 @@ def _case_files(tmp: Path, data_csv: Path) -> dict:
         "other holdout": ([*data, "--holdout_sha256", "0" * 64], {}, "not the expected 000000000000…"),
         "champion's data not found": (data, {"CHURN_DATA": str(tmp / "small.csv")}, "is not the champion's training data"),
         "NaN threshold": ([*data, "--min_auc_diff", "nan"], {}, "--min_auc_diff must be a finite number"),
+        "negative seed": ([*data, "--seed", "-1"], {}, "--seed must be 0 or more"),
     }
 
 
 CASES = ["no --data", "missing file", "empty file", "unknown category", "too little data", "missing holdout",
-         "small holdout", "other holdout", "champion's data not found", "NaN threshold"]
+         "small holdout", "other holdout", "champion's data not found", "NaN threshold", "negative seed"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -224,7 +233,7 @@ def test_same_data_reproduces_the_champion(runs):
     assert report["candidate"]["model_json_sha256"] == reg.versions[champ]
 
 
-def test_promote_a_passing_candidate(runs):
+def test_promote_a_passing_candidate(runs, data_csv):
     "A candidate from drifted customers passes; --promote makes it the champion; the registry still works with the reports."
     from churn_deploy.registry import model_of, read_registry, rollback
     from churn_deploy.retrain import decide
@@ -232,6 +241,7 @@ def test_promote_a_passing_candidate(runs):
     assert r.returncode == 0, r.stdout + r.stderr
     report = report_of(r.stdout, d)
     assert report["passed"] and report["decision"] == decide(report) == "promoted", report["checks"]
+    assert report["holdout"]["rows_sha256"] == holdout_sha256(data_csv)  # the pinned holdout was accepted
     root = d / "model"
     reg = read_registry(root)
     assert (reg.champion, reg.previous) == (report["candidate"]["version"], report["champion"]["version"]), reg
