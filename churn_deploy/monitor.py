@@ -432,7 +432,7 @@ def check_drift(input: str | Path, # A prediction log (JSON lines) or a raw Telc
         verdict = f"largest PSI {_fmt(g.drift[worst]['psi'])} ({worst})"
         lines += ["", ref_line, f"{'feature':18} {'rows':>8} {'PSI':>8} {'JS dist':>8}  status",
                   *(f"{f:18} {r:>8} {p:>8} {j:>8}  {s}" for f, r, p, j, s in rows), verdict]
-        blocks += [("h", 2, f"Model {g.version}"), ("p", ref_line + ". " + verdict + "."), ("table", head, rows)]
+        blocks += [("h", 2, f"Model {g.version}"), ("p", f"{ref_line[0].upper()}{ref_line[1:]}. {verdict[0].upper()}{verdict[1:]}."), ("table", head, rows)]
         if report is not None:
             expected = reference_proportions(g.reference)
             _plot_dir(plots)
@@ -586,13 +586,22 @@ def join_outcomes(predictions: list[Predicted], # What was predicted
     return labels
 
 # %% ../nbs/05_monitor.ipynb #5a2a92e2
+def _settings():
+    "The settings from the environment, or `MonitorError` naming the variable that is wrong."
+    from pydantic import ValidationError
+    from churn_deploy.config import Settings
+    try: return Settings()
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        raise MonitorError(f"CHURN_{str(err['loc'][0]).upper()}: {err['msg'].removeprefix('Value error, ')}") from None
+
 def log_key(secret: str | None = None) -> str | None:
     "The prediction-log secret: `secret` if given, else CHURN_PREDICTION_LOG_KEY through Settings (None when unset)."
-    if secret: return secret
-    from churn_deploy.config import Settings
-    try: s = Settings()
-    except ValueError as e: raise MonitorError(f"invalid settings: {str(e).splitlines()[0]}") from None
-    key = getattr(s, "prediction_log_key", None)
+    from churn_deploy.config import MIN_KEY_LENGTH
+    if secret:
+        if len(secret) < MIN_KEY_LENGTH: raise MonitorError(f"--key_secret needs at least {MIN_KEY_LENGTH} characters, as the service's key does")
+        return secret
+    key = getattr(_settings(), "prediction_log_key", None)
     return key.get_secret_value() if hasattr(key, "get_secret_value") else key
 
 def _calibration_plot(path: Path, title: str, y, p, bins: int = 10):
@@ -707,7 +716,6 @@ def churn_monitor(argv: list[str] | None = None):
     parser.error = lambda msg: sys.exit(f"churn_monitor: error: {msg}")
     a = vars(parser.parse_args([_underscored(x) for x in (sys.argv[1:] if argv is None else argv)]))
     a.pop("pdb", None); a.pop("xtra", None)
-    from churn_deploy.config import get_settings
     from churn_deploy.predict import ModelError
     try:
         cmd = a["command"]
@@ -716,10 +724,10 @@ def churn_monitor(argv: list[str] | None = None):
         if wrong: raise MonitorError(f"{cmd} does not take --{wrong[0]}")
         if cmd == "drift":
             if not a["input"]: raise MonitorError("drift needs --input FILE (a prediction log or a raw Telco CSV)")
-            code, text = check_drift(a["input"], a["model"] or get_settings().model_dir, a["report"], a["warn"], a["fail"], a["min_rows"])
+            code, text = check_drift(a["input"], a["model"] or _settings().model_dir, a["report"], a["warn"], a["fail"], a["min_rows"])
         else:
             if not (a["predictions"] and a["outcomes"]): raise MonitorError("performance needs --predictions FILE and --outcomes FILE")
-            code, text = check_performance(a["predictions"], a["outcomes"], a["horizon_days"], a["model"] or get_settings().model_dir,
+            code, text = check_performance(a["predictions"], a["outcomes"], a["horizon_days"], a["model"] or _settings().model_dir,
                                            a["min_labels"], a["key_secret"], a["report"], a["scored_at"])
     except (MonitorError, ChurnDataError, ModelError) as e: sys.exit(f"churn_monitor: error: {e}")
     print(text)

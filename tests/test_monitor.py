@@ -1,0 +1,350 @@
+"""`churn_monitor` (and `churn_score --prediction_log`) as real processes, on months made from the real data in code:
+resampled, shifted, doubled, labelled well and badly. Exit codes: 0 fine, 1 error, 2 drift warn, 3 drift fail / AUC alert."""
+import json, math, re, shutil, subprocess
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conftest import ROOT, script
+
+SECRET = "monitor-test-secret-0123456789"  # a prediction-log HMAC secret (not an API key: never a `<name>-key-<hex>`)
+ROW = re.compile(r"^(\w+) +([\d,]+) +([\d.]+|–) +([\d.]+|–)  (ok|warn|FAIL|few rows)$", re.M)
+
+
+def monitor(*args, timeout: float = 120, **env) -> subprocess.CompletedProcess:
+    import os
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_PREDICTION_LOG")} | env
+    return subprocess.run([script("churn_monitor"), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env=full_env)
+
+
+def drift_table(stdout: str) -> dict[str, tuple[int, float, float, str]]:
+    "feature → (rows, PSI, JS distance, status) from `churn_monitor drift`'s table (one model version)."
+    return {m[1]: (int(m[2].replace(",", "")), float(m[3]), float(m[4]), m[5]) for m in ROW.finditer(stdout)}
+
+
+def one_line_error(r: subprocess.CompletedProcess, *needles: str):
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("churn_monitor: error: "), r.stderr
+    for n in needles: assert n in lines[0], (n, lines[0])
+
+
+# ---------------------------------------------------------------- months made from the real data
+
+@pytest.fixture(scope="module")
+def data(data_csv, model_dir):
+    "The raw CSV, the cleaned rows of full_train (what the reference describes), the committed model."
+    from churn_deploy.data import check_raw, clean, read_raw
+    from churn_deploy.predict import load_model
+    from churn_deploy.train import split_data
+    raw = read_raw(data_csv)
+    df = clean(check_raw(raw))
+    full_train = split_data(df).full_train
+    return {"raw": raw, "full_train": full_train, "model": load_model(model_dir)}
+
+
+@pytest.fixture(scope="module")
+def month(data):
+    "5,000 customers drawn with replacement from the training rows: the raw rows and the cleaned ones, in the same order."
+    import numpy as np
+    ft = data["full_train"]
+    picks = np.random.default_rng(7).choice(ft.index.to_numpy(), 5000, replace=True)
+    return data["raw"].loc[picks].reset_index(drop=True), ft.loc[picks].reset_index(drop=True)
+
+
+def write_log(path, frame, model, version=None, time=None):
+    "A prediction log of cleaned customers, as the service writes it."
+    from churn_deploy.data import FEATURES
+    from churn_deploy.monitor import prediction_record
+    rows = frame[FEATURES].to_dict(orient="records")
+    with open(path, "w") as f:
+        for r, p in zip(rows, model.predict_many(rows)):
+            f.write(json.dumps(prediction_record(r, p, p >= 0.5, version or model.version, "test", time=time)) + "\n")
+    return path
+
+
+def test_resampled_month_has_no_drift(tmp_path, month, model_dir):
+    "5,000 rows resampled from the training data, as a raw CSV: every PSI < 0.05, exit 0."
+    raw, _ = month
+    raw.to_csv(tmp_path / "month.csv", index=False)
+    r = monitor("drift", "--input", tmp_path / "month.csv", "--model", model_dir)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    table = drift_table(r.stdout)
+    assert len(table) == 20 and all(rows == 5000 for rows, *_ in table.values()), r.stdout
+    worst = max(table, key=lambda f: table[f][1])
+    print(f"resampled: largest PSI {table[worst][1]} ({worst})")
+    assert table[worst][1] < 0.05, r.stdout
+    assert "no drift (exit 0)" in r.stdout
+
+
+def test_tenure_shift_fails_on_tenure_only(tmp_path, month, model_dir):
+    "tenure + 1 sd in the raw CSV: tenure's PSI > 0.25 (exit 3), every other feature < 0.1; the score moves with it."
+    raw, clean_rows = month
+    sd = clean_rows.tenure.std()
+    shifted = raw.copy()
+    shifted["tenure"] = [str(round(int(t) + sd)) for t in raw["tenure"]]
+    shifted.to_csv(tmp_path / "shifted.csv", index=False)
+    r = monitor("drift", "--input", tmp_path / "shifted.csv", "--model", model_dir)
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    table = drift_table(r.stdout)
+    assert table["tenure"][1] > 0.25 and table["tenure"][3] == "FAIL", r.stdout
+    others = {f: v[1] for f, v in table.items() if f not in ("tenure", "score")}
+    assert max(others.values()) < 0.1, others
+    print(f"tenure +1 sd: PSI {table['tenure'][1]}, others at most {max(others.values())}, score {table['score'][1]}")
+
+
+@pytest.mark.parametrize("feature", ["monthlycharges", "totalcharges"])
+def test_charges_shift_fails_on_that_feature_only(tmp_path, month, data, model_dir, feature):
+    "The same through a prediction log, for the two charges."
+    from churn_deploy.monitor import shift_numeric
+    _, clean_rows = month
+    write_log(tmp_path / "log.jsonl", shift_numeric(clean_rows, feature), data["model"])
+    r = monitor("drift", "--input", tmp_path / "log.jsonl", "--model", model_dir)
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    table = drift_table(r.stdout)
+    assert table[feature][1] > 0.25, r.stdout
+    assert max(v[1] for f, v in table.items() if f not in (feature, "score")) < 0.1, r.stdout
+
+
+def test_doubled_category_fails_on_that_feature_only(tmp_path, month, data, model_dir):
+    "paymentmethod=electronic_check at twice its training share: PSI > 0.25 there, < 0.1 elsewhere."
+    from churn_deploy.data import DOMAINS
+    from churn_deploy.monitor import double_category
+    _, clean_rows = month
+    ref = data["model"].meta["reference"]["categorical"]["paymentmethod"]
+    share = ref["proportions"][list(DOMAINS["paymentmethod"]).index("electronic_check")]
+    write_log(tmp_path / "log.jsonl", double_category(clean_rows, "paymentmethod", "electronic_check", share=share), data["model"])
+    r = monitor("drift", "--input", tmp_path / "log.jsonl", "--model", model_dir)
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    table = drift_table(r.stdout)
+    assert table["paymentmethod"][1] > 0.25, r.stdout
+    assert max(v[1] for f, v in table.items() if f not in ("paymentmethod", "score")) < 0.1, r.stdout
+
+
+def test_doubled_mailed_check_only_warns(tmp_path, month, data, model_dir):
+    "mailed_check's share (about 23 %) doubled gives p·ln 2 + p·ln((1 − p)/(1 − 2p)) ≈ 0.244: a warning, exit 2, not a failure."
+    from churn_deploy.data import DOMAINS
+    from churn_deploy.monitor import double_category
+    _, clean_rows = month
+    ref = data["model"].meta["reference"]["categorical"]["paymentmethod"]
+    p = ref["proportions"][list(DOMAINS["paymentmethod"]).index("mailed_check")]
+    write_log(tmp_path / "log.jsonl", double_category(clean_rows, "paymentmethod", "mailed_check", share=p), data["model"])
+    r = monitor("drift", "--input", tmp_path / "log.jsonl", "--model", model_dir)
+    table = drift_table(r.stdout)
+    expected = p * math.log(2) + p * math.log((1 - p) / (1 - 2 * p))
+    assert abs(table["paymentmethod"][1] - expected) < 0.02 and 0.1 <= table["paymentmethod"][1] < 0.25, (expected, r.stdout)
+    assert r.returncode == 2 and "drift: warn (exit 2)" in r.stdout, (r.stdout, r.stderr)
+
+
+def test_report_with_plots(tmp_path, month, data, model_dir):
+    "--report writes Markdown or HTML that links one PNG per feature and the score, in a folder beside it."
+    _, clean_rows = month
+    write_log(tmp_path / "log.jsonl", clean_rows.head(800), data["model"])
+    for name in ("drift.md", "drift.html"):
+        r = monitor("drift", "--input", tmp_path / "log.jsonl", "--model", model_dir, "--report", tmp_path / name)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        body = (tmp_path / name).read_text()
+        links = re.findall(r'(?:\]\(|src=")(drift-plots/[^")]+\.png)', body)
+        assert len(links) == 20 and all((tmp_path / link).stat().st_size > 1000 for link in links), body[:1000]
+        assert "tenure" in body and ("<table>" in body) == name.endswith(".html")
+
+
+def test_each_record_against_its_own_version(tmp_path, month, data, model_dir):
+    "A registry with a second version whose reference describes longer tenures: its shifted records are no drift for it,"
+    " but the same records under the first version's name are."
+    from churn_deploy.data import canonical_sha256
+    from churn_deploy.monitor import reference_profile
+    _, clean_rows = month
+    model, ft = data["model"], data["full_train"]
+    sd = ft.tenure.std()  # one shift for the reference and the records
+    longer = ft.assign(tenure=(ft.tenure + sd).round().astype(int))
+    meta = json.loads((model_dir / "model.json").read_text())
+    meta.pop("meta_sha256")
+    meta["version"] = "0.1.0+longtenure01"
+    meta["reference"] = reference_profile(longer, model.predict_many(longer.to_dict(orient="records")))
+    meta["meta_sha256"] = canonical_sha256(meta)
+    second = tmp_path / "second"; second.mkdir()
+    (second / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.copy(model_dir / "model.bin", second / "model.bin")
+    reg = tmp_path / "registry"; shutil.copytree(model_dir, reg)
+    r = subprocess.run([script("churn_models"), "add", str(second), "--models", str(reg)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    normal = write_log(tmp_path / "a.jsonl", clean_rows.head(1000), model).read_text()
+    shifted = clean_rows.head(1000).assign(tenure=(clean_rows.tenure.head(1000) + sd).round().astype(int))
+    own = write_log(tmp_path / "b.jsonl", shifted, model, version="0.1.0+longtenure01").read_text()
+    (tmp_path / "mixed.jsonl").write_text(normal + own)
+    r = monitor("drift", "--input", tmp_path / "mixed.jsonl", "--model", reg, "--min_rows", 500)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert r.stdout.count("reference: model") == 2 and "0.1.0+longtenure01" in r.stdout
+    mislabelled = write_log(tmp_path / "c.jsonl", shifted, model).read_text()
+    (tmp_path / "mixed2.jsonl").write_text(normal + mislabelled)
+    r = monitor("drift", "--input", tmp_path / "mixed2.jsonl", "--model", reg)
+    assert r.returncode == 3 and r.stdout.count("reference: model") == 1, (r.stdout, r.stderr)
+
+
+def test_drift_errors_are_one_line(tmp_path, data, model_dir):
+    from conftest import HEADER, ROW
+    (tmp_path / "bad.csv").write_text(HEADER + "\n" + ROW.replace("Month-to-month", "Weekly") + "\n")
+    (tmp_path / "bad.jsonl").write_text('{"time": "2026-01-01T00:00:00Z"}\n')
+    write_log(tmp_path / "ok.jsonl", data["full_train"].head(5), data["model"])
+    cases = [
+        (("drift", "--input", tmp_path / "none.csv", "--model", model_dir), "is not a file"),
+        (("drift", "--input", tmp_path / "bad.csv", "--model", model_dir), "column 'Contract', line 2: 'Weekly' is not one of"),
+        (("drift", "--input", tmp_path / "bad.jsonl", "--model", model_dir), "bad.jsonl, line 1: no 'model_version'"),
+        (("drift", "--input", tmp_path / "ok.jsonl", "--model", tmp_path / "nomodel"), "no model in"),
+        (("drift", "--input", tmp_path / "ok.jsonl", "--model", model_dir, "--warn", "0.3"), "need 0 < --warn < --fail"),
+        (("drift", "--input", tmp_path / "ok.jsonl", "--model", model_dir, "--report", tmp_path / "r.pdf"), "use a .md or .html file"),
+        (("drift", "--input", tmp_path / "ok.jsonl", "--model", model_dir, "--warn", "lots"), "argument --warn: invalid float value"),
+        (("drift", "--input", tmp_path / "ok.jsonl", "--outcomes", "x.csv"), "drift does not take --outcomes"),
+        (("drift",), "drift needs --input"),
+        (("watch",), "unknown command 'watch'"),
+        ((), "the following arguments are required: command"),
+    ]
+    for args, needle in cases: one_line_error(monitor(*args), needle)
+
+
+# ---------------------------------------------------------------- live quality from outcomes
+
+@pytest.fixture(scope="module")
+def scored_month(tmp_path_factory, data, model_dir):
+    "3,000 distinct customers scored by churn_score into a prediction log with the secret; their probabilities."
+    import numpy as np
+    d = tmp_path_factory.mktemp("quality")
+    ids = data["full_train"].customerid.sample(3000, random_state=3)
+    raw = data["raw"][data["raw"].customerID.isin(set(ids))]
+    raw.to_csv(d / "month.csv", index=False)
+    r = subprocess.run([script("churn_score"), "--input", d / "month.csv", "--output", d / "scored.csv", "--model", model_dir,
+                        "--prediction_log", d / "log.jsonl", "--key_secret", SECRET], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "3,000 prediction records" in r.stdout
+    probs = np.array([json.loads(line)["probability"] for line in (d / "log.jsonl").read_text().splitlines()])
+    return d, list(raw.customerID), probs
+
+
+def outcomes(path, ids, churned, day):
+    path.write_text("customerID,churned,date\n" + "".join(f"{c},{'yes' if y else 'no'},{day}\n" for c, y in zip(ids, churned)))
+    return path
+
+
+def values(stdout: str) -> dict[str, str]:
+    return dict(re.findall(r"^([a-zA-Z ]+): +(.+)$", stdout, re.M))
+
+
+def test_good_month_no_alert_bad_month_alert(scored_month, model_dir):
+    "Outcomes drawn from the predicted probabilities: AUC near the test AUC, exit 0. The same outcomes shuffled: exit 3."
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+    d, ids, probs = scored_month
+    y = np.random.default_rng(11).uniform(size=len(probs)) < probs
+    soon = (datetime.now(timezone.utc) + timedelta(days=30)).date().isoformat()
+    good = monitor("performance", "--predictions", d / "log.jsonl", "--outcomes", outcomes(d / "good.csv", ids, y, soon),
+                   "--model", model_dir, "--key-secret", SECRET, "--report", d / "quality.md")
+    assert good.returncode == 0, (good.stdout, good.stderr)
+    v = values(good.stdout)
+    assert v["matched"] == "3,000" and v["status"] == "ok", good.stdout
+    assert v["AUC"].startswith(f"{roc_auc_score(y, probs):.3f} ("), (v["AUC"], roc_auc_score(y, probs))
+    lo, hi = map(float, re.search(r"\(([\d.]+)–([\d.]+)\)", v["AUC"]).groups())
+    assert lo < roc_auc_score(y, probs) < hi
+    assert (d / "quality-plots").is_dir() and "calibration" in (d / "quality.md").read_text()
+    shuffled = np.random.default_rng(12).permutation(y)
+    bad = monitor("performance", "--predictions", d / "log.jsonl", "--outcomes", outcomes(d / "bad.csv", ids, shuffled, soon),
+                  "--model", model_dir, "--key_secret", SECRET)
+    assert bad.returncode == 3, (bad.stdout, bad.stderr)
+    assert values(bad.stdout)["status"].startswith("ALERT: AUC"), bad.stdout
+    # too few labels for the alert: 3,000 < 5,000
+    r = monitor("performance", "--predictions", d / "log.jsonl", "--outcomes", d / "bad.csv", "--model", model_dir,
+                "--key_secret", SECRET, "--min_labels", 5000)
+    assert r.returncode == 0 and "too few labels" in r.stdout, r.stdout
+
+
+def test_match_rate_horizon_and_secret_from_the_environment(scored_month, model_dir):
+    "Outcomes for 80 % of the customers: match rate 0.800; outcomes after the horizon match nothing; the secret from CHURN_PREDICTION_LOG_KEY."
+    d, ids, probs = scored_month
+    soon = (datetime.now(timezone.utc) + timedelta(days=10)).date().isoformat()
+    outcomes(d / "some.csv", ids[:2400], [p > 0.5 for p in probs[:2400]], soon)
+    r = monitor("performance", "--predictions", d / "log.jsonl", "--outcomes", d / "some.csv", "--model", model_dir,
+                CHURN_PREDICTION_LOG_KEY=SECRET)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert values(r.stdout)["matched"] == "2,400" and values(r.stdout)["match rate"].startswith("0.800 ("), r.stdout
+    r = monitor("performance", "--predictions", d / "log.jsonl", "--outcomes", d / "some.csv", "--model", model_dir,
+                "--horizon_days", 5, "--key_secret", SECRET)
+    assert r.returncode == 0 and values(r.stdout)["matched"] == "0", r.stdout
+
+
+def test_scored_csv_joins_raw_ids(scored_month, model_dir):
+    "A CSV from churn_score carries the raw customerID: no secret needed; --scored_at dates it."
+    import numpy as np
+    d, ids, probs = scored_month
+    y = np.random.default_rng(13).uniform(size=len(probs)) < probs
+    outcomes(d / "csv-outcomes.csv", ids, y, "2026-04-01")
+    r = monitor("performance", "--predictions", d / "scored.csv", "--outcomes", d / "csv-outcomes.csv", "--model", model_dir,
+                "--scored_at", "2026-03-01")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert values(r.stdout)["matched"] == "3,000" and "scored CSV" in r.stdout
+    r = monitor("performance", "--predictions", d / "scored.csv", "--outcomes", d / "csv-outcomes.csv", "--model", model_dir,
+                "--scored_at", "2026-05-01")
+    assert values(r.stdout)["matched"] == "0", r.stdout  # the outcomes predate the scoring
+
+
+def test_performance_errors_are_one_line(tmp_path, scored_month, model_dir):
+    d, ids, _ = scored_month
+    outcomes(tmp_path / "o.csv", ids, [0] * len(ids), "2026-01-01")
+    (tmp_path / "nodate.csv").write_text("customer,churned\nx,1\n")
+    (tmp_path / "maybe.csv").write_text("customer,churned,date\nx,maybe,2026-01-01\n")
+    cases = [
+        (("performance", "--predictions", d / "log.jsonl", "--outcomes", tmp_path / "nodate.csv"), "no date column (found: customer, churned)"),
+        (("performance", "--predictions", d / "log.jsonl", "--outcomes", tmp_path / "maybe.csv"), "line 2: churned 'maybe' is not 0/1 or yes/no"),
+        (("performance", "--predictions", d / "log.jsonl", "--outcomes", tmp_path / "o.csv", "--model", model_dir), "give --key_secret"),
+        (("performance", "--predictions", d / "log.jsonl", "--outcomes", tmp_path / "o.csv", "--key_secret", "short"), "at least 16 characters"),
+        (("performance", "--predictions", d / "log.jsonl"), "performance needs --predictions FILE and --outcomes FILE"),
+        (("performance", "--predictions", tmp_path / "none.jsonl", "--outcomes", tmp_path / "maybe.csv"), "is not a file"),
+        (("performance", "--predictions", d / "log.jsonl", "--outcomes", tmp_path / "maybe.csv", "--horizon_days", "-1"), "must be 0 or more"),
+        (("performance", "--predictions", d / "scored.csv", "--outcomes", tmp_path / "maybe.csv", "--scored_at", "soon"), "is not an ISO date"),
+        (("performance", "--input", d / "scored.csv"), "performance does not take --input"),
+    ]
+    for args, needle in cases: one_line_error(monitor(*args), needle)
+    one_line_error(monitor("performance", "--predictions", d / "log.jsonl", "--outcomes", tmp_path / "o.csv",
+                           CHURN_PREDICTION_LOG_KEY="short"), "CHURN_PREDICTION_LOG_KEY")
+
+
+def test_auc_is_sklearns():
+    "The rank-based AUC equals scikit-learn's roc_auc_score within 1e-9, ties included."
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+    from churn_deploy.monitor import auc
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        p = rng.uniform(size=5000).round(seed % 3 + 1)
+        y = rng.uniform(size=5000) < p
+        assert abs(auc(y, p) - roc_auc_score(y, p)) <= 1e-9
+
+
+def test_service_imports_no_heavy_library():
+    "The pieces the service uses import neither numpy nor pandas."
+    r = subprocess.run([script("python"), "-c", "import sys, churn_deploy.monitor as m; m.psi([0.5, 0.5], [0.4, 0.6]); "
+                        "print(sorted(k for k in ('numpy', 'pandas', 'sklearn', 'scipy', 'matplotlib') if k in sys.modules))"],
+                       capture_output=True, text=True)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_readme_example(tmp_path, data_csv):
+    "The README's 'Monitoring offline' commands, run as written from a copy of the data, print exactly what it shows."
+    import os
+    from conftest import BIN
+    from churn_deploy.config import DATA_FILE
+    readme = (ROOT / "README.md").read_text()
+    sec = re.search(r"^### Monitoring offline\n(.*?)(?=^#{1,3} |\Z)", readme, re.M | re.S).group(1)
+    fenced = re.findall(r"^```(\w*)\n(.*?)^```", sec, re.M | re.S)
+    commands, shown = [b for tag, b in fenced if tag == "bash"], [b for tag, b in fenced if tag == ""]
+    assert len(commands) == len(shown) == 2, fenced
+    (tmp_path / DATA_FILE).symlink_to(data_csv)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    env |= {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "CHURN_MODEL_DIR": str(ROOT / "model")}
+    script_text = "\necho '--- next block ---'\n".join(commands).replace("uv run ", "")  # one shell: the key carries over
+    if not shutil.which("openssl"): script_text = script_text.replace("$(openssl rand -hex 24)", "0123456789abcdef0123456789abcdef")
+    r = subprocess.run(["bash", "-uo", "pipefail", "-c", script_text], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    got = r.stdout.split("--- next block ---\n")
+    assert [g.strip() for g in got] == [s.strip() for s in shown], r.stdout
+    assert (tmp_path / "drift-plots").is_dir() and (tmp_path / "quality-plots").is_dir()
