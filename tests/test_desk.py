@@ -1,0 +1,432 @@
+"""The retention desk as real processes: `churn_campaign` on real files and bad ones, and the page in a real
+headless browser (Playwright driving Debian's chromium) against a live server, with and without an API key.
+
+Until `create_app` wires the desk, the server is uvicorn running tests/desk_app.py, which adds the desk's routes
+and opens the page's paths as the integrator will; once it does, the same tests run against `churn_serve`.
+"""
+import csv, io, json, os, shutil, subprocess, sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import HEADER, ROOT, ROW, free_port, script
+from churn_deploy.data import DOMAINS, FEATURES, SAMPLE_CUSTOMER
+from test_cli import assert_one_line_error, run
+from test_server import running_server, server_env, stop, wait_until_up
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+KEY = "desk-key-5f0c2a9e81b4d7c3"  # matches conftest's SECRETS pattern: the log scan proves no server logs it
+
+
+def desk_is_wired() -> bool:
+    "Whether `create_app` serves the desk itself (then the tests run `churn_serve`)."
+    from churn_deploy.config import Settings
+    from churn_deploy.serve import create_app
+    from desk_app import desk_wired
+    return desk_wired(create_app(Settings(model_dir=ROOT / "model")))
+
+
+# ---------------------------------------------------------------- the serving side imports no training library
+
+def test_desk_imports_with_the_serve_set_only():
+    "serve imports desk: with numpy, pandas and scikit-learn unimportable, the module and the what-if engine work."
+    code = ("import sys; sys.modules.update(numpy=None, pandas=None, sklearn=None, pyarrow=None)\n"
+            "import churn_deploy.desk as d, churn_deploy.serve\n"
+            "from churn_deploy.predict import load_model\n"
+            "from churn_deploy.data import SAMPLE_CUSTOMER\n"
+            "print(len(d.whatif(load_model('model'), SAMPLE_CUSTOMER)['offers']))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and int(r.stdout) > 5, r.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- churn_campaign
+
+def read_targets(path: Path) -> list[dict]:
+    with open(path, newline="") as f: return list(csv.DictReader(f))
+
+
+def report_rows(stdout: str) -> dict[str, list[str]]:
+    "The strategy rows of the printed totals: name → its numbers as printed."
+    rows = {}
+    for line in stdout.splitlines():
+        for name in ("plan", "by probability", "at random"):
+            if line.startswith(name + " "): rows[name] = line[len(name):].split()
+    return rows
+
+
+def money(s: str) -> float: return float(s.replace(",", ""))
+
+
+def test_campaign_on_the_real_file(tmp_path, data_csv, model_dir):
+    out = tmp_path / "targets.csv"
+    r = run(script("churn_campaign"), "--input", str(data_csv), "--budget", "750", "--contact-cost", "2.5",
+            "--output", str(out), "--model", str(model_dir))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith("7,043 customers in ") and "budget 750.00, 2.50 a call, save rate 0.3" in lines[0], lines[0]
+    assert "realised net" in lines[1] and lines[-1] == f"wrote 300 targets to {out}"
+    rows = report_rows(r.stdout)
+    assert set(rows) == {"plan", "by probability", "at random"}
+    for name, nums in rows.items():  # customers, spend, churners saved, value saved, net value, realised net
+        assert len(nums) == 6 and nums[0] == "300" and money(nums[1]) == 750.0, (name, nums)
+    plan, by_p, rand = (money(rows[s][4]) for s in ("plan", "by probability", "at random"))
+    assert plan > by_p > rand > 0, rows
+
+    targets = read_targets(out)
+    assert len(targets) == 300 and [int(t["rank"]) for t in targets] == list(range(1, 301))
+    assert list(targets[0]) == ["rank", "customerID", "churn_probability", "offer", "offer_label", "offer_probability",
+                                "value", "cost", "expected_saved", "expected_net", "churned", "realised_net"]
+    nets = [float(t["expected_net"]) for t in targets]
+    assert nets == sorted(nets, reverse=True) and nets[-1] > 0
+    assert abs(sum(nets) - plan) <= 0.5 + 1e-9 * plan  # the printed total is the list's, rounded to dollars
+    assert abs(sum(float(t["realised_net"]) for t in targets) - money(rows["plan"][5])) <= 0.5
+
+    # each target's figures, recomputed with scikit-learn's Pipeline on the customer and on the changed customer
+    from churn_deploy.data import load_churn_data
+    from churn_deploy.predict import load_pipeline
+    pipeline = load_pipeline(model_dir)
+    df = load_churn_data(data_csv).set_index("customerid")
+    for t in targets[::37]:
+        c = df.loc[t["customerID"], FEATURES].to_dict()
+        feature, value = t["offer"].split("=")
+        changed = {**c, feature: value}
+        p, q = pipeline.predict_proba([c, changed])[:, 1]
+        assert abs(float(t["churn_probability"]) - p) <= 1e-12 and abs(float(t["offer_probability"]) - q) <= 1e-12, t
+        assert float(t["value"]) == pytest.approx(12 * c["monthlycharges"]) and float(t["cost"]) == 2.5
+        assert float(t["expected_net"]) == pytest.approx(0.3 * (p - q) * 12 * c["monthlycharges"] - 2.5, abs=1e-9)
+        assert int(float(t["churned"])) == df.loc[t["customerID"], "churn"]
+
+
+def small_file(tmp_path: Path, data_csv: Path, n: int, extra: dict[str, list[str]] | None = None) -> Path:
+    "The first `n` customers of the real file without the Churn column, plus `extra` columns."
+    with open(data_csv, newline="") as f:
+        rows = list(csv.reader(f))[:n + 1]
+    header = rows[0][:-1] + list(extra or {})
+    body = [r[:-1] + [col[i] for col in (extra or {}).values()] for i, r in enumerate(rows[1:])]
+    path = tmp_path / f"customers{n}.csv"
+    with open(path, "w", newline="") as f: csv.writer(f).writerows([header, *body])
+    return path
+
+
+def test_campaign_value_and_cost_columns_and_offers(tmp_path, data_csv, model_dir):
+    "A column of values, a column of costs (the exact knapsack), a subset of offers; no Churn column, no realised values."
+    n = 24
+    costs = ["4" if i % 3 else "7.5" for i in range(n)]
+    path = small_file(tmp_path, data_csv, n, {"LTV": [str(500 + 25 * i) for i in range(n)], "CallCost": costs})
+    out = tmp_path / "t.csv"
+    r = run(script("churn_campaign"), "--input", str(path), "--value-column", "LTV", "--cost-column", "CallCost",
+            "--budget", "31", "--offers", "contract,techsupport", "--output", str(out), "--model", str(model_dir))
+    assert r.returncode == 0, r.stderr
+    assert "realised" not in r.stdout and "value = LTV column" in r.stdout and "per-customer costs" in r.stdout
+    targets = read_targets(out)
+    assert targets and sum(float(t["cost"]) for t in targets) <= 31
+    assert {t["offer"].split("=")[0] for t in targets} <= {"contract", "techsupport"}
+    by_id = {row[0]: i for i, row in enumerate(list(csv.reader(open(path)))[1:])}
+    for t in targets:
+        i = by_id[t["customerID"]]
+        assert float(t["value"]) == 500 + 25 * i and float(t["cost"]) == float(costs[i])
+    # no better set within the budget: brute force over the customers worth calling, from the plan's own values
+    everyone = tmp_path / "all.csv"
+    r = run(script("churn_campaign"), "--input", str(path), "--value-column", "LTV", "--cost-column", "CallCost",
+            "--budget", "1000000", "--offers", "contract,techsupport", "--output", str(everyone), "--model", str(model_dir))
+    assert r.returncode == 0, r.stderr
+    worth = [(float(t["expected_net"]), float(t["cost"])) for t in read_targets(everyone)]
+    assert 8 <= len(worth) <= 18, len(worth)  # enough to choose from, few enough for brute force
+    from itertools import combinations
+    best = max(sum(v for v, _ in s) for k in range(len(worth) + 1) for s in combinations(worth, k) if sum(c for _, c in s) <= 31)
+    assert sum(float(t["expected_net"]) for t in targets) == pytest.approx(best, abs=1e-9)
+
+
+BAD_CAMPAIGNS = [
+    (["--budget", "lots"], "--budget: 'lots' is not a number"),
+    (["--budget", "-5"], "--budget: -5 is outside [0, inf]"),
+    (["--contact-cost", "nan"], "--contact-cost: nan is outside"),
+    (["--save-rate", "1.2"], "--save-rate: 1.2 is outside (0, 1]"),
+    (["--horizon-months", "0"], "--horizon-months: 0 is outside"),
+    (["--discount-max", "0.9"], "--discount-max: 0.9 is outside (0, 0.5]"),
+    (["--horizon-months", "6", "--value-column", "LTV"], "give --horizon-months or --value-column, not both"),
+    (["--contact-cost", "3", "--cost-column", "C"], "give --contact-cost or --cost-column, not both"),
+    (["--offers", "contract,gender"], "--offers: unknown change 'gender'"),
+    (["--value-column", "LTV"], "--value-column: no column 'LTV'"),
+    (["--value-column", "Tenure"], "--value-column: 'Tenure' is a column of the Telco data"),
+    (["--colour", "red"], "unrecognized arguments: --colour red"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD_CAMPAIGNS, ids=[a[0] for a, _ in BAD_CAMPAIGNS])
+def test_campaign_bad_arguments(tmp_path, model_dir, args, needle):
+    (tmp_path / "one.csv").write_text(HEADER + "\n" + ROW + "\n")
+    r = run(script("churn_campaign"), "--input", str(tmp_path / "one.csv"), "--output", str(tmp_path / "t.csv"),
+            "--model", str(model_dir), *args, timeout=60)
+    assert_one_line_error(r, "churn_campaign: error: ", needle)
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_campaign_bad_files(tmp_path, model_dir):
+    bad_row = ROW.replace("Month-to-month", "Forever")
+    cases = [
+        ([], "--input is required"),
+        (["--input", str(tmp_path / "nope.csv")], "is not a file"),
+        (["--input", str(tmp_path / "bad.csv")], "column 'Contract', line 3: 'Forever' is not one of month-to-month"),
+        (["--input", str(tmp_path / "empty.csv")], "the file is empty"),
+        (["--input", str(tmp_path / "value.csv"), "--value-column", "LTV"], "column 'LTV', line 2: '-3' is not an amount of 0 or more"),
+        (["--input", str(tmp_path / "ok.csv"), "--output", str(tmp_path / "no" / "dir" / "t.csv")], "cannot write"),
+        (["--input", str(tmp_path / "ok.csv"), "--model", str(tmp_path)], "no model in"),
+    ]
+    (tmp_path / "bad.csv").write_text(f"{HEADER}\n{ROW}\n{bad_row}\n")
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "value.csv").write_text(f"{HEADER},LTV\n{ROW},-3\n")
+    (tmp_path / "ok.csv").write_text(f"{HEADER}\n{ROW}\n")
+    for args, needle in cases:
+        full = [*args] + ([] if "--model" in args else ["--model", str(model_dir)])
+        if "--output" not in args: full += ["--output", str(tmp_path / "t.csv")]
+        assert_one_line_error(run(script("churn_campaign"), *full, timeout=60), "churn_campaign: error: ", needle)
+
+
+# ---------------------------------------------------------------- the page, in a real browser
+
+@contextmanager
+def desk_server(log_dir: Path, **env: str):
+    "A live service with the desk: `churn_serve` once create_app wires it, else uvicorn on tests/desk_app.py."
+    if desk_is_wired():
+        with running_server(log_dir, **env) as (url, _, _):
+            yield url
+        return
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / "stderr.log"
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "desk_app:create_desk_app", "--app-dir", str(ROOT / "tests"),
+           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    with open(log_dir / "stdout.log", "wb") as out, open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, start_new_session=True, cwd=ROOT,
+                                env=server_env(CHURN_MODEL_DIR=str(ROOT / "model"), **env))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, proc, log)
+        yield url
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"the page tests need Debian's chromium at {CHROMIUM}: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield b
+        b.close()
+
+
+def submit(page, runs: int):
+    "Press the button and wait until the page has handled its `runs`-th submission."
+    page.click("#submit")
+    page.wait_for_selector(f"body[data-runs='{runs}']", state="attached", timeout=15_000)  # no eval: the page's CSP forbids it
+
+
+def check_screenshot(png: bytes):
+    "Not blank: many colours (text, antialiasing), and a good share of pixels unlike the most common one."
+    from PIL import Image
+    im = Image.open(io.BytesIO(png)).convert("RGB")
+    counts = im.getcolors(maxcolors=1 << 24)
+    commonest = max(n for n, _ in counts)
+    total = im.width * im.height
+    assert len(counts) >= 200, f"only {len(counts)} colours"
+    assert (total - commonest) / total >= 0.2, f"{(total - commonest) / total:.1%} of pixels differ from the background"
+
+
+CUSTOMER = {**SAMPLE_CUSTOMER, "tenure": 5, "internetservice": "fiber_optic", "onlinebackup": "no", "streamingtv": "yes",
+            "paymentmethod": "mailed_check", "monthlycharges": 85.5, "totalcharges": 427.5}
+
+
+def fill(page, customer: dict):
+    for f, v in customer.items():
+        if f in DOMAINS: page.select_option(f"#f-{f}", str(v))
+        else: page.fill(f"#f-{f}", str(v))
+
+
+def test_page_in_the_browser(browser, tmp_path):
+    with desk_server(tmp_path / "server") as url:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        sent, problems = [], []
+        page.on("request", lambda r: sent.append(r) if r.method == "POST" else None)
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        assert page.goto(url + "/").status == 200
+        assert page.title().startswith("Retention desk")
+        # the choices are the data's value domains, the defaults the sample customer
+        for f, dom in DOMAINS.items():
+            assert page.eval_on_selector_all(f"#f-{f} option", "os => os.map(o => o.value)") == [str(v) for v in dom], f
+        assert {f: page.input_value(f"#f-{f}") for f in FEATURES} == {f: str(v) for f, v in SAMPLE_CUSTOMER.items()}
+        assert page.locator("#result").is_hidden()
+
+        fill(page, CUSTOMER)
+        submit(page, 1)
+        assert page.get_attribute("body", "data-state") == "done", page.inner_text("#banner")
+        predict = httpx.post(url + "/predict", json=CUSTOMER).json()
+        explain = httpx.post(url + "/explain", json=CUSTOMER).json()
+        whatif = httpx.post(url + "/whatif", json={"customer": CUSTOMER}).json()
+        assert float(page.get_attribute("#probability", "data-p")) == predict["churn_probability"]
+        assert page.inner_text("#probability") == f"{100 * predict['churn_probability']:.1f} %"
+        assert page.inner_text("#decision") == ("likely to churn: call" if predict["churn"] else "likely to stay")
+        assert page.inner_text("#model-version") == predict["model_version"]
+        assert page.eval_on_selector_all("#reasons li", "ls => ls.map(l => l.textContent)") == explain["reasons"]
+        rows = page.eval_on_selector_all("#offers tbody tr", "rs => rs.map(r => [r.dataset.change, r.dataset.p])")
+        assert [(c, float(p)) for c, p in rows] == [(o["change"], o["churn_probability"]) for o in whatif["offers"][:5]]
+        assert " + ".join(whatif["best_pair"]["labels"]) in page.inner_text("#best-pair")
+        assert sorted(r.url for r in sent) == [url + p for p in ("/explain", "/predict", "/whatif")]
+        bodies = {r.url: json.loads(r.post_data) for r in sent}
+        assert bodies[url + "/predict"] == bodies[url + "/explain"] == CUSTOMER
+        assert bodies[url + "/whatif"] == {"customer": CUSTOMER, "discount_max": 0.2}
+
+        page.locator("header").scroll_into_view_if_needed()
+        png = page.screenshot(full_page=False)
+        check_screenshot(png)
+        if dest := os.environ.get("DESK_SCREENSHOT"): Path(dest).write_bytes(png)  # the README's picture
+
+        # a bad value: the API's own message appears next to the field
+        page.fill("#f-tenure", "12.5")
+        submit(page, 2)
+        expected = httpx.post(url + "/predict", json={**CUSTOMER, "tenure": 12.5}).json()["error"]
+        assert page.inner_text("#e-tenure") == expected["fields"][0]["message"]
+        assert page.get_attribute("#f-tenure", "aria-invalid") == "true"
+        assert expected["message"] in page.inner_text("#banner") and page.locator("#result").is_hidden()
+        # text where a number belongs goes to the API as typed, and its message names the field
+        page.fill("#f-tenure", "5")
+        page.fill("#f-monthlycharges", "lots")
+        submit(page, 3)
+        assert page.inner_text("#e-tenure") == "" and page.get_attribute("#f-tenure", "aria-invalid") is None
+        assert page.inner_text("#e-monthlycharges") == "Input should be a valid number"
+        # no offer kind allowed: /whatif's error, next to the offers
+        page.fill("#f-monthlycharges", "85.5")
+        for box in page.query_selector_all("input[name=change]"): box.uncheck()
+        submit(page, 4)
+        assert page.inner_text("#e-changes").startswith("List should have at least 1 item")
+        page.check("input[value=techsupport]")
+        submit(page, 5)
+        assert page.get_attribute("body", "data-state") == "done"
+        assert page.eval_on_selector_all("#offers tbody tr", "rs => rs.map(r => r.dataset.change)") == ["techsupport=yes"]
+        # the only console errors are the refused requests' own (4xx): no script error, no CSP violation
+        assert all("status of 422" in m for m in problems), problems
+        page.close()
+
+
+def test_page_with_an_api_key(browser, tmp_path):
+    with desk_server(tmp_path / "server", CHURN_API_KEY=KEY) as url:
+        # the page and its assets need no key; the service's routes do
+        for path in ("/", "/desk/desk.js", "/desk/desk.css"): assert httpx.get(url + path).status_code == 200, path
+        for path in ("/predict", "/explain"): assert httpx.post(url + path, json=SAMPLE_CUSTOMER).status_code == 401
+        assert httpx.post(url + "/whatif", json={"customer": SAMPLE_CUSTOMER}).status_code == 401
+
+        context = browser.new_context()
+        page = context.new_page()
+        headers = []
+        page.on("request", lambda r: headers.append(r.headers.get("x-api-key")) if r.method == "POST" else None)
+        page.goto(url + "/")
+        submit(page, 1)  # no key typed
+        assert page.get_attribute("body", "data-state") == "error"
+        assert page.inner_text("#e-api-key") == "x-api-key: missing or unknown API key"
+        assert page.get_attribute("#api-key", "aria-invalid") == "true"
+
+        page.fill("#api-key", KEY)
+        submit(page, 2)
+        assert page.get_attribute("body", "data-state") == "done", page.inner_text("#banner")
+        p = httpx.post(url + "/predict", json=SAMPLE_CUSTOMER, headers={"X-API-Key": KEY}).json()["churn_probability"]
+        assert float(page.get_attribute("#probability", "data-p")) == p
+        assert page.inner_text("#e-api-key") == ""
+        assert headers == [None, None, None, KEY, KEY, KEY]
+        # the key stays in the page: not in the URL, not in a cookie; sessionStorage keeps it across a reload
+        assert KEY not in page.url and context.cookies() == []
+        page.reload()
+        assert page.input_value("#api-key") == KEY
+        submit(page, 1)
+        assert page.get_attribute("body", "data-state") == "done"
+        context.close()
+        # a new tab of a new session starts without it
+        fresh = browser.new_page()
+        fresh.goto(url + "/")
+        assert fresh.input_value("#api-key") == ""
+        fresh.close()
+
+
+# ---------------------------------------------------------------- the README's section, run as written
+
+def test_readme_whatif_example(model_dir):
+    "The /whatif answer the README shows is the engine's answer to the request it shows (numbers to 1e-12)."
+    import re, shlex
+    from churn_deploy.desk import whatif
+    from churn_deploy.predict import load_model
+    from test_readme import blocks, section
+    text = section("The retention desk")
+    (curl,) = [b for b in blocks(text, "bash") if "/whatif" in b]
+    body = json.loads(shlex.split(curl.replace("\\\n", " "))[-1])
+    (shown,) = blocks(text, "json")
+    shown = json.loads(shown)
+    got = whatif(load_model(model_dir), body["customer"], body["changes"], body["discount_max"])
+
+    def same(a, b, where="answer"):
+        if isinstance(b, float): assert isinstance(a, float) and abs(a - b) <= 1e-12, (where, a, b)
+        elif isinstance(b, dict):
+            assert list(a) == list(b), (where, list(a), list(b))
+            for k in b: same(a[k], b[k], f"{where}.{k}")
+        elif isinstance(b, list):
+            assert len(a) == len(b), where
+            for i, (x, y) in enumerate(zip(a, b)): same(x, y, f"{where}[{i}]")
+        else: assert a == b, (where, a, b)
+    same(got, shown)
+    assert re.search(r"changes\[1\]: unknown change 'loyalty_gift'; choose from contract, paymentmethod", text)
+
+
+def test_readme_campaign_example(tmp_path, data_csv, model_dir):
+    "The README's churn_campaign commands, run as written in a directory holding the data, print what it shows."
+    import shlex
+    from test_readme import blocks, section
+    text = section("The retention desk")
+    (commands,) = [b for b in blocks(text, "bash") if "churn_campaign" in b]
+    cut, run_line = [l.split("#")[0].strip() for l in commands.strip().splitlines()]
+    assert cut == f"cut -d, -f1-20 {data_csv.name} > customers.csv", cut
+    with open(data_csv) as f, open(tmp_path / "customers.csv", "w") as out:
+        for line in f: out.write(",".join(line.rstrip("\n").split(",")[:20]) + "\n")
+    args = shlex.split(run_line)
+    assert args[:3] == ["uv", "run", "churn_campaign"], args
+    r = run(script("churn_campaign"), *args[3:], cwd=tmp_path, CHURN_MODEL_DIR=str(model_dir))
+    assert r.returncode == 0, r.stderr
+    (printed,) = [b for b in blocks(text, "") if "wrote 200 targets" in b]
+    assert r.stdout == printed, r.stdout
+    header = (tmp_path / "targets.csv").read_text().splitlines()[0]
+    assert header == "rank,customerID,churn_probability,offer,offer_label,offer_probability,value,cost,expected_saved,expected_net"
+    assert all(f"`{c}`" in text for c in header.split(","))
+
+
+def test_readme_profit_figures(data_csv, model_dir):
+    "The held-out figures in the README's table, recomputed."
+    import re
+    from churn_deploy.data import load_churn_data
+    from churn_deploy.desk import CONTACT_COST, HORIZON_MONTHS, campaign_table, strategy_totals, strategy_weights
+    from churn_deploy.predict import load_model
+    from churn_deploy.train import split_data, to_records
+    from test_readme import section
+    test = split_data(load_churn_data(data_csv)).test
+    table = campaign_table(load_model(model_dir), to_records(test), test.monthlycharges * HORIZON_MONTHS, CONTACT_COST,
+                           outcomes=test.churn)
+    rows = re.findall(r"^\| ([\d,]+) \| (.+) \|$", section("The retention desk"), re.M)
+    assert [b for b, _ in rows] == ["500", "1,500", "3,000"], rows
+    for budget, cells in rows:
+        t = strategy_totals(table, strategy_weights(table, money(budget)))
+        expected = [f"{t[s][k]:,.0f}" for s in ("plan", "by probability", "at random") for k in ("net_value", "realised_net_value")]
+        assert cells.split(" | ") == expected, (budget, cells, expected)
+
+
+def test_readme_screenshot():
+    "The README shows the page: a committed PNG, small, and not blank."
+    from test_readme import section
+    assert "](docs/desk.png)" in section("The retention desk")
+    png = (ROOT / "docs" / "desk.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 300_000, len(png)
+    check_screenshot(png)
