@@ -17,7 +17,7 @@ import orjson
 from fastapi import FastAPI
 from fastapi.responses import Response
 from fastcore.script import anno_parser
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 from pydantic.json_schema import models_json_schema
 from pydantic_core import PydanticCustomError
 from starlette.requests import Request
@@ -126,7 +126,7 @@ def _known_change(name: str) -> str:
                                   {"name": repr(name[:40]), "kinds": ", ".join(OFFER_KINDS)})
     return name
 
-ChangeName = Annotated[str, AfterValidator(_known_change)]
+ChangeName = Annotated[str, AfterValidator(_known_change), WithJsonSchema({"type": "string", "enum": list(OFFER_KINDS)})]  # the schema names them too
 
 WhatIfRequest = create_model(
     "WhatIfRequest", __doc__="A customer, and optionally the offers the desk may make.",

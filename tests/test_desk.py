@@ -1,8 +1,7 @@
 """The retention desk as real processes: `churn_campaign` on real files and bad ones, and the page in a real
 headless browser (Playwright driving Debian's chromium) against a live server, with and without an API key.
 
-Until `create_app` wires the desk, the server is uvicorn running tests/desk_app.py, which adds the desk's routes
-and opens the page's paths as the integrator will; once it does, the same tests run against `churn_serve`.
+The server is a real `churn_serve`: `create_app` adds the desk's routes and opens the page's exact paths without a key.
 """
 import csv, io, json, os, shutil, subprocess, sys
 from contextlib import contextmanager
@@ -11,23 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import HEADER, ROOT, ROW, free_port, script
+from conftest import HEADER, ROOT, ROW, script
 from churn_deploy.data import DOMAINS, FEATURES, SAMPLE_CUSTOMER
 from test_cli import assert_one_line_error, run
-from test_server import running_server, server_env, stop, wait_until_up
+from test_server import running_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 KEY = "desk-key-5f0c2a9e81b4d7c3"  # matches conftest's SECRETS pattern: the log scan proves no server logs it
-
-
-def desk_is_wired() -> bool:
-    "Whether `create_app` serves the desk itself (then the tests run `churn_serve`)."
-    from churn_deploy.config import Settings
-    from churn_deploy.serve import create_app
-    from desk_app import desk_wired
-    return desk_wired(create_app(Settings(model_dir=ROOT / "model")))
 
 
 # ---------------------------------------------------------------- the serving side imports no training library
@@ -192,25 +183,9 @@ def test_campaign_bad_files(tmp_path, model_dir):
 
 @contextmanager
 def desk_server(log_dir: Path, **env: str):
-    "A live service with the desk: `churn_serve` once create_app wires it, else uvicorn on tests/desk_app.py."
-    if desk_is_wired():
-        with running_server(log_dir, **env) as (url, _, _):
-            yield url
-        return
-    port = free_port()
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / "stderr.log"
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "desk_app:create_desk_app", "--app-dir", str(ROOT / "tests"),
-           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
-    with open(log_dir / "stdout.log", "wb") as out, open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, start_new_session=True, cwd=ROOT,
-                                env=server_env(CHURN_MODEL_DIR=str(ROOT / "model"), **env))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(url, proc, log)
+    "A live `churn_serve`, which serves the desk's page and /whatif."
+    with running_server(log_dir, **env) as (url, _, _):
         yield url
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ MODEL_META = json.loads((ROOT / "model" / "model.json").read_text())
 MODEL_JSON_SHA256 = hashlib.sha256((ROOT / "model" / "model.json").read_bytes()).hexdigest()
 KEY = "test-key-0123456789abcdef"  # CHURN_API_KEY of the key server (16 characters at least)
 POST_ROUTES = ("/predict", "/predict/batch", "/explain")
-ROUTES = {"/predict", "/predict/batch", "/explain", "/health", "/ready", "/model", "/metrics"}
+ROUTES = {"/predict", "/predict/batch", "/explain", "/whatif", "/health", "/ready", "/model", "/metrics"}
 JSON = {"content-type": "application/json"}
 SMALL_BODY, SMALL_BATCH = 4096, 5  # the limits of the `small_server`
 
