@@ -783,6 +783,13 @@ def main(argv=None) -> int:
 
     res: dict = {"mode": "smoke" if a.smoke else "full", "stages": stages}
     if "inprocess" in stages: res["inprocess"] = stage_inprocess(plan, workshop, records, pipeline, scorer)
+    if "inprocess" in stages and project:  # the retention desk's what-if (issue 11), on the same real customers
+        from whatif import whatif_timing
+        from churn_deploy.predict import load_model as _load
+        res["whatif"] = whatif_timing(_load(ROOT / "model"), records, calls=200 if a.smoke else 2000, repeats=plan.inproc_repeats)
+        w = res["whatif"]
+        say(f"project   whatif(model, customer), default offers: {w['best_us']:.1f} µs/call (best of {len(w['runs_us'])} × "
+            f"{w['calls']:,}; p99 of single calls {w['p99_us']:.1f} µs; {w['offers_per_call']:.1f} offers a call)")
 
     global CHILD_ENV
     tmp = Path(tempfile.mkdtemp(prefix="churn-bench-"))
@@ -862,6 +869,10 @@ def report(res: dict, plan: Plan, project: bool, a, n_records: int) -> int:
         lines.append(f"| HTTP /predict throughput, project, 2 workers vs 1, req/s | {r1:,.0f} (1 worker) | {r2:,.0f} "
                      f"(2 workers) | {r2 / r1:.2f}× | (information) | |")
     edge_ok = True
+    if (w := res.get("whatif")):
+        lines.append(f"| what-if, every default offer and the best pair re-scored exactly, µs/customer | | {w['best_us']:.1f} | | "
+                     f"< {w['target_us']:g} | {'PASS' if w['pass'] else 'FAIL'} |")
+        edge_ok &= w["pass"]
     if ed:
         rows = [("/health p99 while 16 clients send 10,000-customer batches", "ms", ed["health_p99_ms"], "< 100",
                  ed["health_p99_ms"] < 100 and ed["batch_failures"] == 0),
