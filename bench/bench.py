@@ -356,6 +356,19 @@ def other(label: str) -> str:
     return f"; other processes {DISTURBANCE[label]:.2f} cores"
 
 
+def per_call_us(plan: Plan, label: str, fn, custs: list[dict]) -> list[float]:
+    "µs per call of `fn` over `custs`, one figure per repeat, after a warm-up; measured on a quiet machine."
+    for c in custs[:50]: fn(c)
+    def repeats():
+        per_call = []
+        for _ in range(plan.inproc_repeats):
+            t0 = time.perf_counter()
+            for c in custs: fn(c)
+            per_call.append((time.perf_counter() - t0) / len(custs) * 1e6)
+        return per_call
+    return measure(plan, label, repeats)
+
+
 def stage_inprocess(plan: Plan, workshop: list[dict], records: list[dict], pipeline, scorer) -> dict:
     "`workshop`: the customers as the baseline's cleaning gives them; `records`: as the project's does."
     import numpy as np
@@ -367,16 +380,7 @@ def stage_inprocess(plan: Plan, workshop: list[dict], records: list[dict], pipel
     for (name, fn), n in zip(sides.items(), plan.inproc_calls):
         rows = workshop if name == "baseline" else records
         custs = [rows[i % len(rows)] for i in range(0, n * 7, 7)]  # n distinct real customers
-        for c in custs[:50]: fn(c)  # warm-up
-
-        def repeats():
-            per_call = []
-            for _ in range(plan.inproc_repeats):
-                t0 = time.perf_counter()
-                for c in custs: fn(c)
-                per_call.append((time.perf_counter() - t0) / n * 1e6)
-            return per_call
-        per_call = measure(plan, f"{name} in-process", repeats)
+        per_call = per_call_us(plan, f"{name} in-process", fn, custs)
         out[name] = min(per_call)
         label = "pipeline.predict_proba([customer_dict])[0, 1]" if name == "baseline" else "model.predict_proba(customer_dict)"
         say(f"{name:8}  {label}: {out[name]:.2f} µs/call (best of {plan.inproc_repeats} × {n:,} calls: "
@@ -611,17 +615,7 @@ def stage_shadow(plan: Plan, tmp: Path, records: list[dict], bodies: list[bytes]
     def on(c):  # and with a shadow challenger
         p = champ.predict_proba(c); metrics.scored(champ.version, "champion", (p,))
         q = sh.predict_proba(c); metrics.shadowed(sh.version, (p >= 0.5,), (q >= 0.5,))
-    out = {}
-    for name, fn in (("off", off), ("on", on)):
-        for c in custs[:50]: fn(c)
-        def repeats():
-            per = []
-            for _ in range(plan.inproc_repeats):
-                t0 = time.perf_counter()
-                for c in custs: fn(c)
-                per.append((time.perf_counter() - t0) / n * 1e6)
-            return per
-        out[f"inproc_{name}_us"] = min(measure(plan, f"shadow {name} in-process", repeats))
+    out = {f"inproc_{name}_us": min(per_call_us(plan, f"shadow {name} in-process", fn, custs)) for name, fn in (("off", off), ("on", on))}
     say(f"in-process, score + count one customer: routing off {out['inproc_off_us']:.2f} µs, shadow on {out['inproc_on_us']:.2f} µs "
         f"(+{out['inproc_on_us'] - out['inproc_off_us']:.2f} µs)")
     out["http"] = stage_http(plan, "project", lambda port, workers=1: project_cmd(port, workers, root), tmp, bodies, bodies_file,

@@ -6,7 +6,7 @@
 __all__ = ['PORT', 'MODEL_FILE', 'META_FILE', 'DATA_FILE', 'DATA_URL', 'MIN_KEY_LENGTH', 'KEY_NAME', 'Settings', 'key_hash',
            'api_key_table', 'get_settings']
 
-# %% ../nbs/00_config.ipynb #bfd41cd1
+# %% ../nbs/00_config.ipynb #6a5c2381
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,7 +16,7 @@ import re
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# %% ../nbs/00_config.ipynb #92d86faf
+# %% ../nbs/00_config.ipynb #3ae5883b
 PORT = 9696  # the course's port, kept so the workshop's clients work unchanged
 MODEL_FILE = "model.bin"  # the pickled scikit-learn Pipeline, the training artifact
 META_FILE = "model.json"  # metadata plus the compiled scorer weights, what the service loads
@@ -24,7 +24,7 @@ DATA_FILE = "WA_Fn-UseC_-Telco-Customer-Churn.csv"
 DATA_URL = ("https://raw.githubusercontent.com/alexeygrigorev/mlbookcamp-code/master/"
             "chapter-03-churn-prediction/" + DATA_FILE)
 
-# %% ../nbs/00_config.ipynb #88d6e5d8
+# %% ../nbs/00_config.ipynb #06f58ba5
 MIN_KEY_LENGTH = 16  # characters of a plain API key; shorter keys are refused at start-up
 KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -69,18 +69,14 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(False, description="Log every request (off: /metrics counts them, at less cost)")
 
-    @field_validator("api_key")
+    @field_validator("api_key", "prediction_log_key")
     @classmethod
-    def _long_enough(cls, v):
+    def _long_enough(cls, v, info):
+        "Unset means off; a secret that is set must be long enough to be one."
         if v is not None and len(v.get_secret_value()) < MIN_KEY_LENGTH:
-            raise ValueError(f"an API key needs at least {MIN_KEY_LENGTH} characters (unset it to turn keys off)")
-        return v
-
-    @field_validator("prediction_log_key")
-    @classmethod
-    def _hmac_long_enough(cls, v):
-        if v is not None and len(v.get_secret_value()) < MIN_KEY_LENGTH:
-            raise ValueError(f"the prediction-log key needs at least {MIN_KEY_LENGTH} characters (unset it to log no customer ids)")
+            what, off = (("an API key", "turn keys off") if info.field_name == "api_key" else
+                         ("the prediction-log key", "log no customer ids"))
+            raise ValueError(f"{what} needs at least {MIN_KEY_LENGTH} characters (unset it to {off})")
         return v
 
     @field_validator("api_keys")
@@ -130,7 +126,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{o!r}: list exact origins such as https://app.example.com (no *, no path)")
         return v
 
-# %% ../nbs/00_config.ipynb #51bcc7b6
+# %% ../nbs/00_config.ipynb #591f0694
 def key_hash(key: str) -> str:
     "The sha256 hex digest `CHURN_API_KEYS` holds for `key`."
     import hashlib
@@ -145,7 +141,7 @@ def api_key_table(s: Settings) -> dict[str, str]:
             table[digest.lower()] = name
     return table
 
-# %% ../nbs/00_config.ipynb #7d6cc12e
+# %% ../nbs/00_config.ipynb #565ab83f
 @lru_cache
 def get_settings() -> Settings:
     "The process-wide settings, read from the environment once."

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from churn_deploy.data import NUMERIC_RANGES, SAMPLE_CUSTOMER
+from test_edge import raw
 from test_server import assert_error, metric_samples, running_server
 
 BIN = Path(sys.executable).parent
@@ -134,16 +135,6 @@ def test_bad_input_catalogue(server, case):
     assert err["message"].startswith(start) or start in err["message"], err["message"][:300]
 
 
-def _raw(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(data)
-        out = b""
-        try:
-            while chunk := s.recv(65536): out += chunk
-        except (socket.timeout, ConnectionResetError): pass
-    return out
-
-
 @pytest.mark.parametrize("framing", [
     b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
@@ -152,6 +143,6 @@ def _raw(port: int, data: bytes) -> bytes:
 ], ids=["two content lengths", "bad chunk size", "not HTTP", "unknown version"])
 def test_malformed_framing_gets_uvicorns_plain_400(server, framing):
     "Framing errors are refused by uvicorn before the app, with a plain-text 400 (documented in the README), never a 5xx."
-    reply = _raw(int(server[0].rsplit(":", 1)[1]), framing)
+    reply = raw(int(server[0].rsplit(":", 1)[1]), framing)
     assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
     assert httpx.get(server[0] + "/health", timeout=30).status_code == 200
