@@ -1,0 +1,379 @@
+"""The deploy configurations for the other platforms (deploy/cloud-run, aws-lambda, elastic-beanstalk, heroku, render),
+checked offline: each against a real schema or linter, each broken copy rejected by it, and each against the app: the
+port it listens on, the probe paths it serves, the grace period it drains for. No platform account is used, so none
+of these deployments is exercised for real; what can run here (Heroku's start command on a platform-chosen $PORT)
+runs for real.
+
+| file | checked with |
+|---|---|
+| cloud-run/service.yaml | kubernetes-validate --strict on its revision template as a core/v1 Pod (Knative's CRD is not in kubernetes-validate), and a structural check of the Knative envelope |
+| aws-lambda/template.yaml | cfn-lint, which applies the SAM transform |
+| aws-lambda/Dockerfile, heroku/Dockerfile | hadolint |
+| elastic-beanstalk/docker-compose.yml | check-jsonschema, the Compose specification's schema (built in) |
+| elastic-beanstalk/.ebextensions/*.config | structural: known option namespaces, string values |
+| heroku/heroku.yml | structural: heroku.yml's build/run keys |
+| render/render.yaml | check-jsonschema, Render's Blueprint schema (vendored in tests/schemas/) |
+"""
+import copy, os, re, signal, subprocess, sys, time, tomllib
+from pathlib import Path
+
+import dockerfile
+import httpx
+import pytest
+import yaml
+
+from conftest import ROOT, free_port
+from test_container_replay import docker_words, final_env, parse_stages, parse_duration
+
+BIN = Path(sys.executable).parent
+DEPLOY = ROOT / "deploy"
+SCHEMAS = ROOT / "tests" / "schemas"
+LAMBDA_ADAPTER = "public.ecr.aws/awsguru/aws-lambda-adapter"
+
+
+def tool(name: str) -> str:
+    p = BIN / name
+    assert p.exists(), f"{name} is not installed in {BIN}: run `uv sync`"
+    return str(p)
+
+
+def run(*cmd, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120, **kw)
+
+
+def load_yaml(path: Path):
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def routes() -> dict[str, set[str]]:
+    "The app's real routes: path -> methods."
+    from churn_deploy.serve import create_app
+    out: dict[str, set[str]] = {}
+    for r in create_app().routes:
+        out.setdefault(r.path, set()).update(getattr(r, "methods", None) or ())
+    return out
+
+
+@pytest.fixture(scope="module")
+def image_env() -> dict[str, str]:
+    "The serving image's ENV, read from the Dockerfile."
+    return final_env(parse_stages()[-1])
+
+
+@pytest.fixture(scope="module")
+def settings_fields() -> set[str]:
+    from churn_deploy.config import Settings
+    return {f"CHURN_{name.upper()}" for name in Settings.model_fields}
+
+
+def grace() -> float:
+    from churn_deploy.config import Settings
+    return Settings.model_fields["grace_period"].default
+
+
+def is_get(routes, path: str) -> bool: return "GET" in routes.get(path, set())
+
+
+def test_every_platform_has_its_files():
+    for f in ("cloud-run/service.yaml", "aws-lambda/Dockerfile", "aws-lambda/template.yaml",
+              "elastic-beanstalk/docker-compose.yml", "elastic-beanstalk/.ebextensions/churn.config",
+              "heroku/heroku.yml", "heroku/Dockerfile", "render/render.yaml"):
+        assert (DEPLOY / f).is_file(), f
+
+
+# ---------------------------------------------------------------- Google Cloud Run (Knative Service)
+
+KNATIVE_REVISION_FIELDS = {"containerConcurrency", "timeoutSeconds", "responseStartTimeoutSeconds", "idleTimeoutSeconds"}
+"RevisionSpec fields beyond a PodSpec's, which a core/v1 Pod does not have."
+
+
+@pytest.fixture(scope="module")
+def knative() -> dict:
+    return load_yaml(DEPLOY / "cloud-run" / "service.yaml")
+
+
+def pod_of(svc: dict) -> dict:
+    "The revision template as the core/v1 Pod it is a subset of (without Knative's own RevisionSpec fields)."
+    spec = {k: v for k, v in svc["spec"]["template"]["spec"].items() if k not in KNATIVE_REVISION_FIELDS}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": svc["metadata"]["name"]}, "spec": spec}
+
+
+def kubernetes_validate(tmp_path: Path, doc: dict) -> subprocess.CompletedProcess:
+    (tmp_path / "pod.yaml").write_text(yaml.safe_dump(doc))
+    return run(tool("kubernetes-validate"), "--strict", "--kubernetes-version", "1.30.0", tmp_path / "pod.yaml")
+
+
+def test_cloud_run_revision_validates_as_a_pod(tmp_path, knative):
+    r = kubernetes_validate(tmp_path, pod_of(knative))
+    assert r.returncode == 0, r.stdout + r.stderr
+    bad = copy.deepcopy(knative)
+    bad["spec"]["template"]["spec"]["containers"][0]["startupProbe"]["httpGet"]["pathh"] = "/ready"
+    r = kubernetes_validate(tmp_path, pod_of(bad))
+    assert r.returncode != 0 and "pathh" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_cloud_run_knative_envelope(knative):
+    "What kubernetes-validate cannot see: the Knative Service around the revision, and Cloud Run's limits."
+    assert (knative["apiVersion"], knative["kind"]) == ("serving.knative.dev/v1", "Service")
+    assert set(knative) == {"apiVersion", "kind", "metadata", "spec"} and set(knative["spec"]) == {"template"}
+    tmpl = knative["spec"]["template"]
+    assert set(tmpl) == {"metadata", "spec"}
+    ann = tmpl["metadata"]["annotations"]
+    assert all(isinstance(v, str) for v in ann.values()), "annotation values are strings"
+    lo, hi = int(ann["autoscaling.knative.dev/minScale"]), int(ann["autoscaling.knative.dev/maxScale"])
+    assert lo == 0 and hi >= 1, "scales to zero"
+    assert ann["run.googleapis.com/cpu-throttling"] == "true", "request-based billing, as the cost table assumes"
+    spec = tmpl["spec"]
+    assert 1 <= spec["containerConcurrency"] <= 1000 and 1 <= spec["timeoutSeconds"] <= 3600
+    (c,) = spec["containers"]
+    assert set(c) <= {"name", "image", "ports", "env", "resources", "startupProbe", "livenessProbe", "args", "command"}
+    assert not any(e["name"] == "PORT" for e in c.get("env", [])), "PORT is reserved: Cloud Run sets it from containerPort"
+    assert c["resources"]["limits"]["cpu"] == "1"
+
+
+def test_cloud_run_concurrency_is_the_measured_saturation_point(knative):
+    fly = tomllib.loads((ROOT / "fly.toml").read_text())
+    assert knative["spec"]["template"]["spec"]["containerConcurrency"] == fly["http_service"]["concurrency"]["soft_limit"]
+
+
+def test_cloud_run_port_probes_and_grace(knative, routes, image_env):
+    from churn_deploy.config import PORT
+    (c,) = knative["spec"]["template"]["spec"]["containers"]
+    assert [p["containerPort"] for p in c["ports"]] == [PORT] == [int(image_env["CHURN_PORT"])], \
+        "Cloud Run sets PORT=containerPort, and the image listens on CHURN_PORT: they must be the same number"
+    assert c["startupProbe"]["httpGet"]["path"] == "/ready" and c["livenessProbe"]["httpGet"]["path"] == "/health"
+    for probe in ("startupProbe", "livenessProbe"):
+        get = c[probe]["httpGet"]
+        assert is_get(routes, get["path"]) and get["port"] == PORT, (probe, get)
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert float(env["CHURN_GRACE_PERIOD"]) < 10, "Cloud Run kills 10 s after SIGTERM"
+
+
+# ---------------------------------------------------------------- AWS Lambda (Web Adapter + SAM)
+
+@pytest.fixture(scope="module")
+def sam() -> dict:
+    class Loader(yaml.SafeLoader): pass
+    def tagged(loader, node):  # CloudFormation's short forms, kept as {tag: value}
+        build = {yaml.ScalarNode: loader.construct_scalar, yaml.SequenceNode: loader.construct_sequence,
+                 yaml.MappingNode: loader.construct_mapping}[type(node)]
+        return {node.tag: build(node, deep=True) if not isinstance(node, yaml.ScalarNode) else build(node)}
+    for tag in ("!Ref", "!If", "!Not", "!Equals", "!GetAtt", "!Sub"): Loader.add_constructor(tag, tagged)
+    return yaml.load((DEPLOY / "aws-lambda" / "template.yaml").read_text(), Loader=Loader)
+
+
+def test_sam_template_passes_cfn_lint(tmp_path):
+    r = run(tool("cfn-lint"), DEPLOY / "aws-lambda" / "template.yaml")
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (DEPLOY / "aws-lambda" / "template.yaml").read_text()
+    for broken, code in ((text.replace("MemorySize: 512", "MemorySize: 50000"), "E3034"),
+                         (text.replace("      Timeout: 30", "      Timeoutt: 30"), "E3002")):
+        (tmp_path / "bad.yaml").write_text(broken)
+        r = run(tool("cfn-lint"), tmp_path / "bad.yaml")
+        assert r.returncode != 0 and code in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("path", ["aws-lambda/Dockerfile", "heroku/Dockerfile"])
+def test_platform_dockerfiles_pass_hadolint(path, tmp_path):
+    r = run(tool("hadolint"), "--failure-threshold", "warning", DEPLOY / path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    bad = tmp_path / "Dockerfile"
+    bad.write_text((DEPLOY / path).read_text() + "RUN cd /tmp && apt-get install curl\n")
+    r = run(tool("hadolint"), "--failure-threshold", "warning", bad)
+    assert r.returncode != 0 and "DL3003" in r.stdout, r.stdout  # DL3003: use WORKDIR, not cd
+
+
+def dockerfile_facts(path: Path) -> dict:
+    "FROM, build-arg defaults, ENV (expanded as Docker does), COPY --from and CMD/ENTRYPOINT of a one-stage Dockerfile."
+    cmds = dockerfile.parse_file(str(path))
+    args = {k: v for c in cmds if c.cmd == "ARG" for k, _, v in [c.value[0].partition("=")]}
+    env = {}
+    for c in cmds:
+        if c.cmd == "ENV":
+            for k, v in zip(c.value[::2], c.value[1::2]): env[k] = docker_words(v, env)
+    (frm,) = [c.value[0] for c in cmds if c.cmd == "FROM"]
+    return {"from": frm, "args": args, "env": env, "cmds": cmds,
+            "copies": [(f.split("=", 1)[1], c.value) for c in cmds if c.cmd == "COPY" for f in c.flags if f.startswith("--from=")],
+            "entrypoint": [c for c in cmds if c.cmd == "ENTRYPOINT"], "cmd": [c for c in cmds if c.cmd == "CMD"]}
+
+
+def test_lambda_image_adds_the_pinned_adapter_and_points_it_at_the_service(routes, sam, image_env):
+    from churn_deploy.config import PORT
+    f = dockerfile_facts(DEPLOY / "aws-lambda" / "Dockerfile")
+    assert f["from"] == "${BASE_IMAGE}", "FROM the serving image, not a copy of its build"
+    ((src, value),) = f["copies"]
+    assert re.fullmatch(re.escape(LAMBDA_ADAPTER) + r":\d+\.\d+\.\d+", src), f"{src}: pin the adapter's version"
+    assert tuple(value) == ("/lambda-adapter", "/opt/extensions/lambda-adapter")
+    env = {**image_env, **f["env"]}
+    assert int(env["AWS_LWA_PORT"]) == int(env["CHURN_PORT"]) == PORT
+    assert env["AWS_LWA_READINESS_CHECK_PATH"] == "/ready" and is_get(routes, "/ready")
+    assert env["AWS_LWA_READINESS_CHECK_HEALTHY_STATUS"] == "200", "/ready answers 503 while loading or draining"
+    assert env["CHURN_HOST"] == "127.0.0.1", "only the adapter, on the same host, calls the service"
+    assert not f["entrypoint"] and not f["cmd"], "the image's ENTRYPOINT (churn_serve) runs as is"
+    meta = sam["Resources"]["ChurnFunction"]["Metadata"]
+    assert (DEPLOY / "aws-lambda" / meta["DockerContext"] / meta["Dockerfile"]).resolve() == (DEPLOY / "aws-lambda" / "Dockerfile").resolve()
+    assert meta["DockerBuildArgs"]["BASE_IMAGE"] == f["args"]["BASE_IMAGE"], "sam build and the Dockerfile name the same base"
+
+
+def test_sam_function(sam, settings_fields):
+    fn = sam["Resources"]["ChurnFunction"]
+    assert sam["Transform"] == "AWS::Serverless-2016-10-31" and fn["Type"] == "AWS::Serverless::Function"
+    props = fn["Properties"]
+    assert props["PackageType"] == "Image" and props["FunctionUrlConfig"]["AuthType"] in ("NONE", "AWS_IAM")
+    assert [e["Type"] for e in props["Events"].values()] == ["HttpApi"]
+    assert set(props["Environment"]["Variables"]) <= settings_fields
+    assert "!Ref" in str(props["Environment"]["Variables"]["CHURN_API_KEYS"]), "keys come from a NoEcho parameter"
+    assert sam["Parameters"]["ApiKeys"]["NoEcho"] is True
+    assert props["MemorySize"] >= 256, "the 109 MiB peak needs room"
+
+
+# ---------------------------------------------------------------- AWS Elastic Beanstalk (Docker Compose)
+
+EB_NAMESPACES = {"aws:elasticbeanstalk:environment", "aws:elasticbeanstalk:environment:process:default",
+                 "aws:elasticbeanstalk:healthreporting:system", "aws:autoscaling:asg", "aws:ec2:instances",
+                 "aws:elasticbeanstalk:application:environment", "aws:elasticbeanstalk:command",
+                 "aws:autoscaling:launchconfiguration", "aws:elbv2:loadbalancer"}
+"Option namespaces of Elastic Beanstalk's general options that these files may use."
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return load_yaml(DEPLOY / "elastic-beanstalk" / "docker-compose.yml")
+
+
+def test_compose_file_matches_the_compose_schema(tmp_path, compose):
+    def check(path): return run(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", path)
+    r = check(DEPLOY / "elastic-beanstalk" / "docker-compose.yml")
+    assert r.returncode == 0, r.stdout + r.stderr
+    bad = copy.deepcopy(compose)
+    bad["services"]["churn"]["stop_grace_periodd"] = "25s"
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(bad))
+    assert check(tmp_path / "docker-compose.yml").returncode != 0
+
+
+def test_beanstalk_port_health_and_grace(compose, routes, settings_fields, image_env):
+    from churn_deploy.config import PORT
+    (svc,) = compose["services"].values()
+    assert svc["ports"] == [f"80:{PORT}"] and int(image_env["CHURN_PORT"]) == PORT, "the instance's port 80 to the service"
+    assert set(svc["environment"]) <= settings_fields
+    assert parse_duration(svc["stop_grace_period"]) >= grace() + 5 and svc["stop_signal"] == "SIGTERM"
+    assert svc["read_only"] is True and svc["tmpfs"] == ["/tmp"]
+    configs = sorted((DEPLOY / "elastic-beanstalk" / ".ebextensions").glob("*.config"))
+    assert configs
+    opts = {}
+    for p in configs:
+        doc = load_yaml(p)
+        assert set(doc) == {"option_settings"}, p
+        for ns, kv in doc["option_settings"].items():
+            assert ns in EB_NAMESPACES, f"{p.name}: unknown namespace {ns}"
+            assert all(isinstance(v, str) for v in kv.values()), f"{p.name}: {ns}: option values are strings"
+            opts.setdefault(ns, {}).update(kv)
+    proc = opts["aws:elasticbeanstalk:environment:process:default"]
+    assert proc["Port"] == "80" and proc["HealthCheckPath"] == "/ready" and is_get(routes, "/ready")
+    assert float(proc["DeregistrationDelay"]) >= grace(), "in-flight requests finish before an instance leaves"
+
+
+# ---------------------------------------------------------------- Heroku (heroku.yml + a thin image)
+
+def test_heroku_yml(routes):
+    doc = load_yaml(DEPLOY / "heroku" / "heroku.yml")
+    assert set(doc) <= {"setup", "build", "release", "run"} and set(doc["build"]) <= {"docker", "config"}
+    web = doc["build"]["docker"]["web"]
+    assert (ROOT / web).resolve() == (DEPLOY / "heroku" / "Dockerfile").resolve(), "a path from the repository root"
+    assert "run" not in doc, "the image's CMD starts the service on $PORT"
+    f = dockerfile_facts(DEPLOY / "heroku" / "Dockerfile")
+    assert f["from"] == "${BASE_IMAGE}" and "BASE_IMAGE" in doc["build"]["config"]
+
+
+def test_heroku_command_serves_on_the_platforms_port(tmp_path, image_env):
+    "Heroku's CMD, run for real with the image's ENV (CHURN_PORT=9696) and a $PORT chosen by the platform: it listens on $PORT."
+    f = dockerfile_facts(DEPLOY / "heroku" / "Dockerfile")
+    assert [c.value for c in f["entrypoint"]] == [()], "ENTRYPOINT reset, so the shell CMD runs"
+    (cmd,) = f["cmd"]
+    assert cmd.json and cmd.value[:2] == ("/bin/sh", "-c")
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}, **image_env,
+           "PATH": f"{BIN}:{os.environ['PATH']}", "CHURN_MODEL_DIR": str(ROOT / "model"), "CHURN_HOST": "127.0.0.1",
+           "PORT": str(port)}
+    log = open(tmp_path / "heroku.log", "w")
+    proc = subprocess.Popen(list(cmd.value), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, status = time.monotonic() + 30, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try: status = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code
+            except httpx.TransportError: time.sleep(0.1); continue
+            if status == 200: break
+        assert status == 200, (tmp_path / "heroku.log").read_text()[-2000:]
+        # `exec`: the shell became churn_serve, so Heroku's SIGTERM reaches the server itself
+        assert Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[1].endswith(b"churn_serve")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=grace() + 5) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+        log.close()
+    env.pop("PORT")
+    r = subprocess.run(list(cmd.value), env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "Heroku sets PORT" in r.stderr, "without $PORT it says why, at once"
+
+
+def test_the_image_alone_prefers_churn_port_to_port(tmp_path, image_env):
+    "Why Heroku needs its own CMD and the others set their port to 9696: with CHURN_PORT set, $PORT is not used."
+    churn_port, platform_port = free_port(), free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}, **image_env,
+           "CHURN_MODEL_DIR": str(ROOT / "model"), "CHURN_HOST": "127.0.0.1",
+           "CHURN_PORT": str(churn_port), "PORT": str(platform_port)}
+    log = open(tmp_path / "image.log", "w")
+    proc = subprocess.Popen([str(BIN / "churn_serve")], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{churn_port}/ready", timeout=1).status_code == 200: break
+            except httpx.TransportError: time.sleep(0.1)
+        assert httpx.get(f"http://127.0.0.1:{churn_port}/ready", timeout=2).status_code == 200
+        with pytest.raises(httpx.ConnectError): httpx.get(f"http://127.0.0.1:{platform_port}/ready", timeout=2)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace() + 5)
+        log.close()
+
+
+# ---------------------------------------------------------------- Render (Blueprint)
+
+@pytest.fixture(scope="module")
+def render() -> dict:
+    return load_yaml(DEPLOY / "render" / "render.yaml")
+
+
+def test_render_blueprint_matches_renders_schema(tmp_path, render):
+    def check(path): return run(tool("check-jsonschema"), "--schemafile", SCHEMAS / "render.yaml.schema.json", path)
+    r = check(DEPLOY / "render" / "render.yaml")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for change in ({"plan": "huge"}, {"healthCheckPathh": "/ready"}, {"maxShutdownDelaySeconds": 900}):
+        bad = copy.deepcopy(render)
+        bad["services"][0].update(change)
+        (tmp_path / "render.yaml").write_text(yaml.safe_dump(bad))
+        assert check(tmp_path / "render.yaml").returncode != 0, change
+
+
+def test_render_port_health_and_grace(render, routes, settings_fields, image_env):
+    from churn_deploy.config import PORT
+    (svc,) = render["services"]
+    assert svc["runtime"] == "docker" and (ROOT / svc["dockerContext"] / svc["dockerfilePath"]).resolve() == (ROOT / "Dockerfile").resolve()
+    env = {e["key"]: e for e in svc["envVars"]}
+    assert int(env["PORT"]["value"]) == PORT == int(image_env["CHURN_PORT"]), "Render routes to $PORT"
+    assert svc["healthCheckPath"] == "/ready" and is_get(routes, "/ready")
+    assert svc["maxShutdownDelaySeconds"] >= float(env["CHURN_GRACE_PERIOD"]["value"]) + 5
+    assert set(env) - {"PORT"} <= settings_fields
+    assert env["CHURN_API_KEYS"] == {"key": "CHURN_API_KEYS", "sync": False}, "a secret, set in the dashboard"
+
+
+# ---------------------------------------------------------------- every platform
+
+def test_no_secret_is_written_in_any_platform_file():
+    for p in DEPLOY.glob("*/**/*"):
+        if not p.is_file() or p.parent.name in ("k8s", "prometheus", "grafana"): continue
+        text = p.read_text()
+        assert not re.search(r"CHURN_API_KEYS?\s*[:=]\s*['\"]?[0-9a-f]{16,}", text), p
+        assert not re.search(r"value:\s*['\"]?[a-z]+:[0-9a-f]{64}", text), p
