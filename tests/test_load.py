@@ -53,7 +53,7 @@ def test_short_run_meets_the_objective_and_the_service_saw_it(server):
     single, batch, everything = row(out, "/predict"), row(out, "/predict/batch"), row(out, "all")
     assert int(single[1]) + int(batch[1]) == int(everything[1]) == 80, out
     assert everything[2] == "80" and everything[3] == "0", out  # all 2xx, none failed
-    p50, p90, p99, pmax = map(float, everything[4:8])
+    p50, p90, p99, pmax = (float(x.replace(",", "")) for x in everything[4:8])
     assert 0 < p50 <= p90 <= p99 <= pmax < 1000, out
     assert "errors: 0 (0.00%)" in out and out.rstrip().endswith("SLO: p99 <= 100 ms, errors <= 0.10%: met"), out
     assert r.stderr == "", r.stderr
