@@ -377,3 +377,58 @@ def test_no_secret_is_written_in_any_platform_file():
         text = p.read_text()
         assert not re.search(r"CHURN_API_KEYS?\s*[:=]\s*['\"]?[0-9a-f]{16,}", text), p
         assert not re.search(r"value:\s*['\"]?[a-z]+:[0-9a-f]{64}", text), p
+
+
+# ---------------------------------------------------------------- the README's sections
+
+README = (ROOT / "README.md").read_text()
+
+
+def section(title: str) -> str:
+    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", README, re.M | re.S)
+    assert m, f"no section '## {title}' in the README"
+    return m.group(1)
+
+
+def test_readme_deploy_anywhere():
+    sec = section("Deploy anywhere")
+    assert "None of these deployments was exercised for real" in sec
+    for sub, needed in (("Google Cloud Run", ["gcloud run services replace deploy/cloud-run/service.yaml"]),
+                        ("AWS Lambda", ["sam build", "sam deploy --guided"]),
+                        ("AWS Elastic Beanstalk", ["eb init", "eb create", "cd deploy/elastic-beanstalk"]),
+                        ("Heroku", ["heroku container:release web", "deploy/heroku"]),
+                        ("Render", ["deploy/render/render.yaml"])):
+        m = re.search(rf"^### {re.escape(sub)}\n(.*?)(?=^### |\Z)", sec, re.M | re.S)
+        assert m, f"no '### {sub}' under Deploy anywhere"
+        assert all(n in m.group(1) for n in needed), (sub, needed)
+        assert "churn_client --url" in m.group(1), f"{sub}: how to check the deployment"
+    adapter = dockerfile_facts(DEPLOY / "aws-lambda" / "Dockerfile")["copies"][0][0].split(":")[1]
+    assert f"pinned, {adapter}" in sec, "the README names the adapter version the Dockerfile pins"
+
+
+def test_readme_load_test_section():
+    sec = section("Load test before going live")
+    assert "churn_load --url https://<app>.fly.dev" in sec and "How to read it" in sec
+    for exit_status in ("**0**", "**3**", "**1**"): assert exit_status in sec
+
+
+def test_readme_cost_table_is_what_cost_py_prints():
+    sys.path.insert(0, str(DEPLOY))
+    try: import cost
+    finally: sys.path.remove(str(DEPLOY))
+    sec = section("Cost")
+    block = sec.split("<!-- cost:start -->\n")[1].split("<!-- cost:end -->")[0]
+    assert block.strip() == cost.table().strip(), "run `uv run python deploy/cost.py` and paste its output into the README"
+    # the prose after the table quotes the same model
+    assert f"(${cost.aws_lambda(1):.2f}), then Cloud Run (${cost.cloud_run(1):.2f}), then Fly (${cost.fly(1):.2f})" in sec
+    assert f"(${cost.fly(100):.2f} against ${cost.aws_lambda(100):.0f} and ${cost.cloud_run(100):.0f})" in sec
+    assert cost.aws_lambda(1) < cost.cloud_run(1) < cost.fly(1) and cost.fly(100) < cost.aws_lambda(100) < cost.cloud_run(100)
+    assert round(cost.crossover(cost.aws_lambda, cost.fly)) == 5 and round(cost.crossover(cost.cloud_run, cost.fly)) == 1
+    # the figures it is built from are the ones measured and configured elsewhere
+    fly = tomllib.loads((ROOT / "fly.toml").read_text())
+    assert (fly["vm"][0]["size"], fly["vm"][0]["memory"]) == ("shared-cpu-1x", "256mb"), "the machine the table prices"
+    assert re.search(rf"^\s+MemorySize: {int(cost.L_GB * 1024)}$", (DEPLOY / "aws-lambda" / "template.yaml").read_text(), re.M)
+    knative = load_yaml(DEPLOY / "cloud-run" / "service.yaml")
+    limits = knative["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert (float(limits["cpu"]), limits["memory"]) == (cost.CR_VCPU, f"{int(cost.CR_GIB * 1024)}Mi")
+    assert f"{cost.COLD_START_S[0]:.2f}–{cost.COLD_START_S[1]:.2f} s" in sec
