@@ -2,7 +2,7 @@
 and is seen by the service's own metrics, objectives missed on latency and on errors, API keys, bad URLs, and a
 service that dies in the middle of a run. Every run is a few seconds at a few dozen requests a second, on 127.0.0.1.
 """
-import re, signal, subprocess, threading, time
+import re, signal, subprocess, sys, threading, time
 
 import httpx
 import pytest
@@ -134,3 +134,12 @@ def test_a_service_that_dies_mid_run(tmp_path):
     assert re.search(r"errors: \d+ \([\d.]+%\): (\w+Error x\d+)", r.stdout), r.stdout
     everything = row(r.stdout, "all")
     assert everything[1] == "75" and 0 < int(everything[2]) < 75, r.stdout  # some answered before the kill, not all
+
+
+def test_without_httpx_it_says_what_to_install(server):
+    "The serving image has no httpx (it is in the dev group): churn_load then ends in one line saying so."
+    code = ("import runpy, sys; sys.modules['httpx'] = None\n"
+            "sys.argv = ['churn_load', '--url', %r, '--rate', '10', '--duration', '1']\n"
+            "runpy.run_path(%r, run_name='__main__')") % (server, script("churn_load"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert_one_line_error(r, 1, "churn_load: error: churn_load needs httpx")
