@@ -56,7 +56,12 @@ def test_bench_smoke(tmp_path, data_csv):
     for label, f in res["figures"].items():
         assert f["baseline"] > 0 and f["project"] > 0, (label, f)
     assert res["total_errors"] == 0 and all(v == 0 for v in res["errors"].values()), res["errors"]
-    assert set(res["errors"]) == {"baseline", "project", "project_2w", "project all-on"}, res["errors"]
+    assert set(res["errors"]) == {"baseline", "project", "project_2w", "project all-on", "project shadow", "project drift-off",
+                                  "project log-1.0"}, res["errors"]
+    # the shadow, monitoring and what-if rows were printed
+    for row in ("shadow on (routing off)", "drift counting on", "prediction log at sample 1.0", "what-if"):
+        assert row in table, f"{row!r} missing from the table"
+    assert res["monitor"]["log_records"] > 0 and res["whatif"]["pass"], (res["monitor"], res["whatif"])
     # The edge stage ran: every feature on, /health under big batches, memory under the worst bad batches, 431 cost.
     edge = res["edge"]
     assert edge["all_on"]["http_max_diff"] <= 1e-12 and edge["batch_failures"] == 0 and edge["bad_codes"] == [422], edge

@@ -14,7 +14,7 @@ BIN = Path(sys.executable).parent
 KEY = "fuzz-key-0123456789abcdef"
 # Examples per operation and phase. The default run generates over 2,000 cases in all (the closing note has the count);
 # CHURN_FUZZ_EXAMPLES=2000 is the long run.
-EXAMPLES = int(os.environ.get("CHURN_FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("CHURN_FUZZ_EXAMPLES", "200"))
 JSON = {"content-type": "application/json"}
 POST_ROUTES = ("/predict", "/predict/batch", "/explain")
 
