@@ -30,10 +30,10 @@ from .predict import ChurnModel, ModelError, _sigmoid, load_model
 # %% auto #0
 __all__ = ['OFFER_KINDS', 'ADDONS', 'CONTRACTS', 'AUTOMATIC_PAYMENTS', 'DISCOUNT_STEPS', 'DISCOUNT_MAX', 'DISCOUNT_LIMIT',
            'ChangeName', 'WhatIfRequest', 'PAGE_PATHS', 'DISCOUNT_CHOICES', 'DESK_JS', 'DESK_CSS', 'MAX_PLAN_CELLS',
-           'SAVE_RATE', 'CONTACT_COST', 'HORIZON_MONTHS', 'BUDGET', 'OfferError', 'offer_label', 'check_changes',
-           'discount_levels', 'whatif', 'Offer', 'OfferPair', 'WhatIf', 'render_page', 'add_desk_routes',
-           'best_targets', 'campaign_table', 'strategy_weights', 'strategy_totals', 'read_campaign_input',
-           'plan_campaign', 'campaign_report', 'churn_campaign']
+           'SAVE_RATE', 'CONTACT_COST', 'HORIZON_MONTHS', 'BUDGET', 'VALUE_MODELS', 'OfferError', 'offer_label',
+           'check_changes', 'discount_levels', 'whatif', 'Offer', 'OfferPair', 'WhatIf', 'render_page',
+           'add_desk_routes', 'best_targets', 'campaign_table', 'strategy_weights', 'strategy_totals',
+           'read_campaign_input', 'plan_campaign', 'campaign_report', 'churn_campaign']
 
 # %% ../nbs/06_desk.ipynb #46dbe98f
 OFFER_KINDS: tuple[str, ...] = ("contract", "paymentmethod", "paperlessbilling", "onlinesecurity", "onlinebackup",
@@ -532,29 +532,49 @@ def best_targets(gains, # Each customer's expected net value if contacted
 
 # %% ../nbs/06_desk.ipynb #3b4d433a
 SAVE_RATE, CONTACT_COST, HORIZON_MONTHS, BUDGET = 0.3, 5.0, 12.0, 1000.0
+VALUE_MODELS: tuple[str, ...] = ("issue", "offer")
+"How a call is valued: `issue`, p × save_rate × value − cost (the default); `offer`, save_rate × (p − p′ − discount) × value − cost."
 
 def campaign_table(model: ChurnModel,
                    customers: list[dict], # Valid customers, e.g. `to_records(df)`
                    values, # What each customer brings in over the horizon if kept
                    costs, # What calling each customer costs
-                   save_rate: float = SAVE_RATE, # The chance a called customer takes the offer
+                   save_rate: float = SAVE_RATE, # `issue`: the chance an offer keeps a churner; `offer`: the chance it is taken
                    changes: list[str] | None = None, # The offer kinds allowed (default: all)
                    discount_max: float = DISCOUNT_MAX,
                    outcomes=None, # 1 where the customer churned, for the realised values
+                   value_model: str = "issue", # `issue`: p × save_rate × value − cost; `offer`: save_rate × (p − p′ − discount) × value − cost
                   ):
     "One row per customer: churn probability, best offer, and the expected (and realised) value of calling them."
     import numpy as np, pandas as pd
+    if value_model not in VALUE_MODELS: raise ValueError(f"value_model: {str(value_model)[:40]!r} is not one of {', '.join(VALUE_MODELS)}")
     kinds, rows = check_changes(changes), []
     for c in customers:
         z = model.logit(c)
         p = _sigmoid(z)
+        singles = _singles(model, c, kinds, discount_max)
+        if value_model == "issue":  # the what-if engine's best offer: its first, the lowest probability
+            top = min(singles, key=lambda s: (s[0], s[1]), default=None)
+            rows.append((p, "", "", p, 0.0) if top is None else (p, top[1], top[3], _sigmoid(z + top[0]), top[5]))
+            continue
         best = (0.0, "", "", p, 0.0)  # net share of a customer kept, change, label, new probability, discount
-        for dz, name, _, label, _, d in _singles(model, c, kinds, discount_max):
+        for dz, name, _, label, _, d in singles:
             q = _sigmoid(z + dz)
             if p - q - d > best[0]: best = (p - q - d, name, label, q, d)
         rows.append((p, *best[1:]))
     t = pd.DataFrame(rows, columns=["churn_probability", "offer", "offer_label", "offer_probability", "discount"])
     t["value"], t["cost"] = np.asarray(values, float), np.asarray(costs, float)
+    if value_model == "issue":  # no offer possible: nothing to call with; a discount's price is not subtracted
+        kept = np.where(t.offer != "", save_rate, 0.0)
+        t["expected_saved"] = kept * t.churn_probability
+        t["expected_value_saved"] = t.expected_saved * t.value
+        t["expected_net"] = t.expected_value_saved - t.cost
+        if outcomes is not None:
+            y = np.asarray(outcomes, float)
+            t["churned"] = y
+            t["realised_saved"] = kept * y
+            t["realised_net"] = t.realised_saved * t.value - t.cost
+        return t
     lift = t.churn_probability - t.offer_probability
     t["expected_saved"] = save_rate * lift
     t["expected_value_saved"] = t.expected_saved * t.value
@@ -631,13 +651,13 @@ def plan_campaign(df, # Cleaned customers, as from `read_campaign_input`
                   model: ChurnModel,
                   budget: float = BUDGET, contact_cost: float = CONTACT_COST, save_rate: float = SAVE_RATE,
                   horizon_months: float = HORIZON_MONTHS, values=None, costs=None,
-                  changes: list[str] | None = None, discount_max: float = DISCOUNT_MAX) -> tuple:
+                  changes: list[str] | None = None, discount_max: float = DISCOUNT_MAX, value_model: str = "issue") -> tuple:
     "The ranked target list and each strategy's totals, for the customers of `df`."
     import numpy as np
     values = df.monthlycharges.to_numpy() * horizon_months if values is None else values
     costs = np.full(len(df), float(contact_cost)) if costs is None else costs
     table = campaign_table(model, df[FEATURES].to_dict(orient="records"), values, costs, save_rate, changes, discount_max,
-                           df[TARGET] if TARGET in df else None)
+                           df[TARGET] if TARGET in df else None, value_model)
     weights = strategy_weights(table, budget)
     order = best_targets(table.expected_net.to_numpy(), table.cost.to_numpy(), budget)
     targets = table.iloc[order].copy()
@@ -671,12 +691,13 @@ def _number(flag: str, text: str | None, default: float, lo: float = 0.0, hi: fl
 def _campaign_options(input: str = None, # Raw Telco-format CSV of the customers (a Churn column adds realised values)
                       budget: str = None, # Most the calls may cost in all (default 1000)
                       contact_cost: str = None, # Cost of one call with its offer (default 5)
-                      save_rate: str = None, # Chance a called customer takes the offer (default 0.3)
+                      save_rate: str = None, # Chance an offer keeps a churner (default 0.3); with --value-model offer, that it is taken
                       horizon_months: str = None, # A customer's value: monthly charge × this many months (default 12)
                       value_column: str = None, # Or a column of the input holding each customer's value
                       cost_column: str = None, # A column of per-customer call costs, instead of --contact-cost
                       offers: str = None, # Offer kinds allowed, comma-separated (default: all)
                       discount_max: str = None, # Largest discount offered, a fraction of the monthly charge (default 0.2)
+                      value_model: str = None, # issue (default): p × save rate × value − cost; offer: save rate × (p − p′ − discount) × value − cost
                       model: str = None, # Model directory (default: CHURN_MODEL_DIR, or ./model)
                       output: str = "targets.csv", # CSV to write: the ranked target list
                      ):
@@ -709,14 +730,17 @@ def churn_campaign(argv: list[str] | None = None, # The arguments (default: the 
         kinds = None if a["offers"] is None else [k.strip() for k in a["offers"].split(",")]
         try: check_changes(kinds)
         except OfferError as e: raise ChurnDataError("--offers: " + str(e).split(": ", 1)[1]) from None
+        vm = a["value_model"] or VALUE_MODELS[0]
+        if vm not in VALUE_MODELS: raise ChurnDataError(f"--value-model: {vm[:40]!r} is not one of {', '.join(VALUE_MODELS)}")
         m = load_model(a["model"] or get_settings().model_dir)
         df, values, costs = read_campaign_input(input, value_column, cost_column)
-        targets, totals = plan_campaign(df, m, b, cost, rate, horizon, values, costs, kinds, dmax)
+        targets, totals = plan_campaign(df, m, b, cost, rate, horizon, values, costs, kinds, dmax, vm)
         try: targets.to_csv(output, index=False)
         except OSError as e: raise ChurnDataError(f"cannot write {output}: {e.strerror or e}") from None
     except (ChurnDataError, ModelError, ValueError) as e: sys.exit(f"churn_campaign: error: {e}")
     value = f"{value_column} column" if value_column else f"{horizon:g} months of charges"
+    net = "p × save rate × value − cost" if vm == "issue" else "save rate × (p − p′ − discount) × value − cost"
     print(f"{len(df):,} customers in {input}; budget {b:,.2f}, {'per-customer costs' if cost_column else f'{cost:,.2f} a call'}, "
-          f"save rate {rate:g}, value = {value}, model {m.version}")
+          f"save rate {rate:g}, value = {value}, net = {net}, model {m.version}")
     print(campaign_report(totals))
     print(f"wrote {len(targets):,} targets to {output}")

@@ -60,6 +60,7 @@ def test_campaign_on_the_real_file(tmp_path, data_csv, model_dir):
     assert r.stderr == ""
     lines = r.stdout.strip().splitlines()
     assert lines[0].startswith("7,043 customers in ") and "budget 750.00, 2.50 a call, save rate 0.3" in lines[0], lines[0]
+    assert "net = p × save rate × value − cost" in lines[0], lines[0]  # the issue's formula, the default
     assert "realised net" in lines[1] and lines[-1] == f"wrote 300 targets to {out}"
     rows = report_rows(r.stdout)
     assert set(rows) == {"plan", "by probability", "at random"}
@@ -77,20 +78,27 @@ def test_campaign_on_the_real_file(tmp_path, data_csv, model_dir):
     assert abs(sum(nets) - plan) <= 0.5 + 1e-9 * plan  # the printed total is the list's, rounded to dollars
     assert abs(sum(float(t["realised_net"]) for t in targets) - money(rows["plan"][5])) <= 0.5
 
-    # each target's figures, recomputed with scikit-learn's Pipeline on the customer and on the changed customer
+    # each target's figures, recomputed with scikit-learn's Pipeline on the customer and on the changed customer:
+    # the offer is the what-if engine's best, the value the issue's p × save rate × value − cost
     from churn_deploy.data import load_churn_data
     from churn_deploy.predict import load_pipeline
     pipeline = load_pipeline(model_dir)
     df = load_churn_data(data_csv).set_index("customerid")
+    from churn_deploy.desk import whatif
+    from churn_deploy.predict import load_model
+    model = load_model(model_dir)
     for t in targets[::37]:
         c = df.loc[t["customerID"], FEATURES].to_dict()
         feature, value = t["offer"].split("=")
-        changed = {**c, feature: value}
+        changed = {**c, "monthlycharges": c["monthlycharges"] * (1 - float(value[:-1]) / 100)} if feature == "discount" else {**c, feature: value}
         p, q = pipeline.predict_proba([c, changed])[:, 1]
         assert abs(float(t["churn_probability"]) - p) <= 1e-12 and abs(float(t["offer_probability"]) - q) <= 1e-12, t
+        assert whatif(model, c)["offers"][0]["change"] == t["offer"], t
         assert float(t["value"]) == pytest.approx(12 * c["monthlycharges"]) and float(t["cost"]) == 2.5
-        assert float(t["expected_net"]) == pytest.approx(0.3 * (p - q) * 12 * c["monthlycharges"] - 2.5, abs=1e-9)
-        assert int(float(t["churned"])) == df.loc[t["customerID"], "churn"]
+        assert float(t["expected_net"]) == pytest.approx(p * 0.3 * 12 * c["monthlycharges"] - 2.5, abs=1e-9)
+        y = df.loc[t["customerID"], "churn"]
+        assert int(float(t["churned"])) == y
+        assert float(t["realised_net"]) == pytest.approx(y * 0.3 * 12 * c["monthlycharges"] - 2.5, abs=1e-9)
 
 
 def small_file(tmp_path: Path, data_csv: Path, n: int, extra: dict[str, list[str]] | None = None) -> Path:
@@ -133,6 +141,25 @@ def test_campaign_value_and_cost_columns_and_offers(tmp_path, data_csv, model_di
     assert sum(float(t["expected_net"]) for t in targets) == pytest.approx(best, abs=1e-9)
 
 
+def test_campaign_offer_value_model(tmp_path, data_csv, model_dir):
+    "--value-model offer: the alternative, save rate × (p − p′ − discount) × value − cost, the offer re-scored exactly."
+    from churn_deploy.data import load_churn_data
+    from churn_deploy.predict import load_pipeline
+    path, out = small_file(tmp_path, data_csv, 40), tmp_path / "t.csv"
+    r = run(script("churn_campaign"), "--input", str(path), "--value-model", "offer", "--offers", "contract,techsupport",
+            "--budget", "50", "--output", str(out), "--model", str(model_dir))
+    assert r.returncode == 0, r.stderr
+    assert "net = save rate × (p − p′ − discount) × value − cost" in r.stdout.splitlines()[0], r.stdout
+    targets = read_targets(out)
+    assert 0 < len(targets) <= 10
+    pipeline, df = load_pipeline(model_dir), load_churn_data(data_csv).set_index("customerid")
+    for t in targets:
+        c = df.loc[t["customerID"], FEATURES].to_dict()
+        feature, value = t["offer"].split("=")
+        p, q = pipeline.predict_proba([c, {**c, feature: value}])[:, 1]
+        assert float(t["expected_net"]) == pytest.approx(0.3 * (p - q) * 12 * c["monthlycharges"] - 5, abs=1e-9)
+
+
 BAD_CAMPAIGNS = [
     (["--budget", "lots"], "--budget: 'lots' is not a number"),
     (["--budget", "-5"], "--budget: -5 is outside [0, inf]"),
@@ -143,6 +170,7 @@ BAD_CAMPAIGNS = [
     (["--horizon-months", "6", "--value-column", "LTV"], "give --horizon-months or --value-column, not both"),
     (["--contact-cost", "3", "--cost-column", "C"], "give --contact-cost or --cost-column, not both"),
     (["--offers", "contract,gender"], "--offers: unknown change 'gender'"),
+    (["--value-model", "mine"], "--value-model: 'mine' is not one of issue, offer"),
     (["--value-column", "LTV"], "--value-column: no column 'LTV'"),
     (["--value-column", "Tenure"], "--value-column: 'Tenure' is a column of the Telco data"),
     (["--colour", "red"], "unrecognized arguments: --colour red"),
