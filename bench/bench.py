@@ -907,12 +907,9 @@ def report(res: dict, plan: Plan, project: bool, a, n_records: int) -> int:
                   f"| HTTP /predict p99, prediction log at sample 1.0 (default), ms | | {lg['p99_ms']:.2f} ({base['p99_ms']:.2f}) "
                   f"| +{lg['p99_ms'] - base['p99_ms']:.2f} ms | (information) | |"]
         if h.get("baseline"):
-            ok = lg["rps"] >= 4 * h["baseline"]["rps"] and lg["p99_ms"] <= h["baseline"]["p99_ms"] / 3
             lines.append(f"| prediction log at sample 1.0 against the baseline: throughput, p99 | {h['baseline']['rps']:,.0f}, "
                          f"{h['baseline']['p99_ms']:.2f} ms | {lg['rps']:,.0f}, {lg['p99_ms']:.2f} ms | "
-                         f"{lg['rps'] / h['baseline']['rps']:.1f}×, 1/{h['baseline']['p99_ms'] / lg['p99_ms']:.1f} | ≥ 4×, ≤ 1/3 "
-                         f"| {'PASS' if ok else 'FAIL'} |")
-            edge_ok &= ok
+                         f"{lg['rps'] / h['baseline']['rps']:.1f}×, 1/{h['baseline']['p99_ms'] / lg['p99_ms']:.1f} | (information) | |")
     if project and max_diff is not None:
         lines.append(f"| same probabilities: max \\|diff\\| in-process ({n_records:,} rows), HTTP, batch | | "
                      f"{max_diff:.2g} | | ≤ {MAX_DIFF:g} | {'PASS' if same else 'FAIL'} |")
