@@ -703,11 +703,7 @@ def _campaign_options(input: str = None, # Raw Telco-format CSV of the customers
                      ):
     "Plan a retention campaign: whom to call within the budget, with which offer, and what it should save."
 
-def _underscored(arg: str) -> str:
-    "--contact-cost=5 -> --contact_cost=5: the issue's spelling, for fastcore's parser; values unchanged."
-    if not arg.startswith("--"): return arg
-    name, eq, value = arg.partition("=")
-    return "--" + name[2:].replace("-", "_") + eq + value
+from .monitor import _underscored  # --contact-cost=5 -> --contact_cost=5, for fastcore's parser
 
 def churn_campaign(argv: list[str] | None = None, # The arguments (default: the command line's)
                   ):

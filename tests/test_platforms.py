@@ -24,6 +24,7 @@ import yaml
 
 from conftest import ROOT, free_port
 from test_container_replay import docker_words, final_env, parse_stages, parse_duration
+from test_ship import routes, run  # the app's real routes (a fixture) and the subprocess helper
 
 BIN = Path(sys.executable).parent
 DEPLOY = ROOT / "deploy"
@@ -37,22 +38,8 @@ def tool(name: str) -> str:
     return str(p)
 
 
-def run(*cmd, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120, **kw)
-
-
 def load_yaml(path: Path):
     return yaml.safe_load(path.read_text())
-
-
-@pytest.fixture(scope="module")
-def routes() -> dict[str, set[str]]:
-    "The app's real routes: path -> methods."
-    from churn_deploy.serve import create_app
-    out: dict[str, set[str]] = {}
-    for r in create_app().routes:
-        out.setdefault(r.path, set()).update(getattr(r, "methods", None) or ())
-    return out
 
 
 @pytest.fixture(scope="module")
