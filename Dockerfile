@@ -42,15 +42,16 @@ ENV PATH="/app/.venv/bin:$PATH" \
     PYTHONDONTWRITEBYTECODE=1 \
     CHURN_MODEL_DIR=/app/model \
     CHURN_HOST=0.0.0.0 \
-    CHURN_PORT=9696 \
     CHURN_WORKERS=1 \
     CHURN_LOG_FORMAT=json \
     CHURN_ACCESS_LOG=true
 USER 10001:10001
+# No CHURN_PORT above: the service listens on CHURN_PORT if you set one, else on the platform's $PORT
+# (Cloud Run, Heroku, Render set it), else on 9696.
 EXPOSE 9696
-# Liveness from inside the container, with the standard library (the slim image has no curl).
+# Liveness from inside the container, with the standard library (the slim image has no curl), on the same port.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/health' % os.environ.get('CHURN_PORT', '9696'), timeout=2)"]
-# Host, port, workers and model come from the CHURN_* variables above: `docker run -e CHURN_WORKERS=4 …`.
+    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/health' % (os.environ.get('CHURN_PORT') or os.environ.get('PORT') or '9696'), timeout=2)"]
+# Host, workers and model come from the CHURN_* variables above: `docker run -e CHURN_WORKERS=4 …`.
 # Arguments after the image name go to churn_serve: `docker run IMAGE --workers 2`.
 ENTRYPOINT ["churn_serve"]

@@ -26,7 +26,7 @@ from .predict import ChurnModel, ModelError, load_model
 from .registry import REGISTRY_FILE, is_legacy, load_served
 
 # %% auto #0
-__all__ = ['GuardedHttpToolsProtocol', 'ensure_model', 'pin_model', 'churn_serve', 'churn_hash_key']
+__all__ = ['GuardedHttpToolsProtocol', 'ensure_model', 'pin_model', 'platform_port', 'churn_serve', 'churn_hash_key']
 
 # %% ../nbs/03d_run.ipynb #0b58a9b6
 _REQUEST_LINE = 8192
@@ -138,6 +138,12 @@ def _fd_cap(wanted: int) -> int:
 
 def _one_line(e: ValidationError) -> str: return "; ".join(f"{f['field']}: {f['message']}" for f in field_errors(e.errors()))
 
+def platform_port(environ=os.environ) -> int | None:
+    "The platform's `$PORT` (Cloud Run, Heroku, Render…), or None when it sets none; a bad value is an error."
+    if (v := environ.get("PORT")) is None: return None
+    if not (v.isascii() and v.isdigit() and 1 <= int(v) <= 65535): raise ValueError(f"PORT: expected a port number 1-65535, got {v[:20]!r}")
+    return int(v)
+
 @call_parse
 def churn_serve(model: str = None, # Model directory (default: CHURN_MODEL_DIR, or ./model)
                 host: str = None, # Interface to bind (default: CHURN_HOST, or 0.0.0.0)
@@ -147,7 +153,9 @@ def churn_serve(model: str = None, # Model directory (default: CHURN_MODEL_DIR, 
     "Serve churn predictions over HTTP."
     import uvicorn
     from uvicorn.supervisors import Multiprocess
-    if port is None and "CHURN_PORT" not in os.environ and os.environ.get("PORT", "").isdigit(): port = int(os.environ["PORT"])
+    try:
+        if port is None and "CHURN_PORT" not in os.environ: port = platform_port()  # CHURN_PORT, then $PORT, then 9696
+    except ValueError as e: sys.exit(f"churn_serve: error: {e}")
     overrides = {k: v for k, v in dict(model_dir=model, host=host, port=port, workers=workers).items() if v is not None}
     try:
         s = Settings(**overrides)  # the environment, overridden by the command line, under the same rules

@@ -8,7 +8,8 @@ What stands in for what:
   hard-linked into the temporary root so the unprivileged user can read it;
 - the uv copied from `ghcr.io/astral-sh/uv:X` is the uv on this machine, which must be version X;
 - `--mount=type=cache,target=/root/.cache/uv` is this machine's uv cache;
-- `docker run -e CHURN_HOST=127.0.0.1 -e CHURN_PORT=<free port>` keeps the test on the loopback.
+- `docker run -e CHURN_HOST=127.0.0.1 -e PORT=<free port>` keeps the test on the loopback, with the port
+  given the way Cloud Run, Heroku and Render give it.
 """
 import json, math, os, posixpath, re, shlex, shutil, signal, subprocess, sys
 import tempfile, time, tomllib, urllib.error, urllib.request
@@ -288,7 +289,8 @@ def test_runtime_stage_rules(stages):
     assert [p for c in final.cmds("EXPOSE") for p in c.value] == ["9696"]
     from churn_deploy.config import PORT
     env = final_env(final)
-    assert env["CHURN_PORT"] == str(PORT) == "9696" and env["CHURN_HOST"] == "0.0.0.0", env
+    assert "CHURN_PORT" not in env and env["CHURN_HOST"] == "0.0.0.0", "no CHURN_PORT, so a platform's $PORT is used"
+    assert PORT == 9696, "without either, the service listens on the port it EXPOSEs"
     assert env.get("CHURN_WORKERS", "").isdigit(), "the worker count is an ENV, overridable with docker run -e"
     assert env["CHURN_MODEL_DIR"] == "/app/model"
     ep, cmd = final.cmds("ENTRYPOINT"), final.cmds("CMD")
@@ -524,8 +526,8 @@ def service(stages):
         final = stages[-1]
         port = free_port()
         env = {**replay.env, "HOME": "/nonexistent", "HOSTNAME": "replay",
-               # `docker run -e`: listen on a free loopback port.
-               "CHURN_HOST": "127.0.0.1", "CHURN_PORT": str(port), **replay.base_env()}
+               # `docker run -e`: listen on the loopback, on the port a platform gives in $PORT.
+               "CHURN_HOST": "127.0.0.1", "PORT": str(port), **replay.base_env()}
         env = {k: replay.host_path_var(v) if k == "PATH" else replay.translate(v) for k, v in env.items()}
         argv = [*final.cmds("ENTRYPOINT")[-1].value, *(final.cmds("CMD")[-1].value if final.cmds("CMD") else ())]
         exe = shutil.which(argv[0], path=env["PATH"])
@@ -646,15 +648,17 @@ def test_replay_health_and_predict(service, model_dir):
 
 
 def test_replay_healthcheck_command(service, stages):
-    "The image's HEALTHCHECK, run as the image user, passes against the service and fails without one."
+    "The image's HEALTHCHECK, run as the image user, follows the service's port (CHURN_PORT, then $PORT) and fails without one."
     hc = list(stages[-1].cmds("HEALTHCHECK")[-1].value[1:])
     exe = shutil.which(hc[0], path=service.env["PATH"])
     assert exe and Path(exe).is_relative_to(service.replay.root), exe
     ok = subprocess.run([*service.as_user, exe, *hc[1:]], env=service.env, capture_output=True, timeout=10)
     assert ok.returncode == 0, ok.stderr
-    down = subprocess.run([*service.as_user, exe, *hc[1:]], env={**service.env, "CHURN_PORT": str(free_port())},
-                          capture_output=True, timeout=10)
-    assert down.returncode != 0
+    def check(**env): return subprocess.run([*service.as_user, exe, *hc[1:]], env={**service.env, **env},
+                                            capture_output=True, timeout=10).returncode
+    assert check(PORT=str(free_port())) != 0, "nothing listens on another $PORT"
+    assert check(CHURN_PORT=str(free_port())) != 0, "CHURN_PORT, when set, is the port churn_serve uses"
+    assert check(CHURN_PORT=service.env["PORT"], PORT=str(free_port())) == 0
 
 
 def test_replay_measured_cold_start_and_memory_fit_the_deploy_config(service):

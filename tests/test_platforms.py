@@ -6,12 +6,12 @@ runs for real.
 
 | file | checked with |
 |---|---|
-| cloud-run/service.yaml | kubernetes-validate --strict on its revision template as a core/v1 Pod (Knative's CRD is not in kubernetes-validate), and a structural check of the Knative envelope |
+| cloud-run/service.yaml | check-jsonschema, Knative Serving's Service schema (its CRD's, vendored in tests/schemas/); kubernetes-validate --strict on its revision template as a core/v1 Pod |
 | aws-lambda/template.yaml | cfn-lint, which applies the SAM transform |
 | aws-lambda/Dockerfile, heroku/Dockerfile | hadolint |
 | elastic-beanstalk/docker-compose.yml | check-jsonschema, the Compose specification's schema (built in) |
-| elastic-beanstalk/.ebextensions/*.config | structural: known option namespaces, string values |
-| heroku/heroku.yml | structural: heroku.yml's build/run keys |
+| elastic-beanstalk/.ebextensions/*.config | check-jsonschema, a schema of the documented options of the namespaces it sets (written here: AWS publishes none) |
+| heroku/heroku.yml | check-jsonschema, a schema of heroku.yml's documented sections (written here: Heroku publishes none) |
 | render/render.yaml | check-jsonschema, Render's Blueprint schema (vendored in tests/schemas/) |
 """
 import copy, os, re, signal, subprocess, sys, time, tomllib
@@ -100,21 +100,32 @@ def test_cloud_run_revision_validates_as_a_pod(tmp_path, knative):
     assert r.returncode != 0 and "pathh" in r.stdout + r.stderr, r.stdout + r.stderr
 
 
-def test_cloud_run_knative_envelope(knative):
-    "What kubernetes-validate cannot see: the Knative Service around the revision, and Cloud Run's limits."
+def test_cloud_run_service_matches_knatives_schema(tmp_path, knative):
+    "Knative Serving's own schema of a Service (its CRD's, vendored in tests/schemas/), and broken copies it rejects."
+    r = check_schema("knative-service_v1.json", DEPLOY / "cloud-run" / "service.yaml")
+    assert r.returncode == 0, r.stdout + r.stderr
+    tmpl = lambda d: d["spec"]["template"]
+    for name, edit in (("a misspelt probe field", lambda d: tmpl(d)["spec"]["containers"][0]["startupProbe"].update(periodSecondss=1)),
+                       ("a number as an annotation", lambda d: tmpl(d)["metadata"]["annotations"].update({"autoscaling.knative.dev/minScale": 0})),
+                       ("concurrency as text", lambda d: tmpl(d)["spec"].update(containerConcurrency="32")),
+                       ("a Pod field Knative does not allow", lambda d: tmpl(d)["spec"].update(restartPolicy="Never")),
+                       ("no containers", lambda d: tmpl(d)["spec"].pop("containers"))):
+        bad = copy.deepcopy(knative)
+        edit(bad)
+        assert rejected("knative-service_v1.json", bad, tmp_path), name
+
+
+def test_cloud_run_limits(knative):
+    "What Knative's schema leaves to Cloud Run: its annotations, its ranges, its reserved PORT."
     assert (knative["apiVersion"], knative["kind"]) == ("serving.knative.dev/v1", "Service")
-    assert set(knative) == {"apiVersion", "kind", "metadata", "spec"} and set(knative["spec"]) == {"template"}
     tmpl = knative["spec"]["template"]
-    assert set(tmpl) == {"metadata", "spec"}
     ann = tmpl["metadata"]["annotations"]
-    assert all(isinstance(v, str) for v in ann.values()), "annotation values are strings"
     lo, hi = int(ann["autoscaling.knative.dev/minScale"]), int(ann["autoscaling.knative.dev/maxScale"])
     assert lo == 0 and hi >= 1, "scales to zero"
     assert ann["run.googleapis.com/cpu-throttling"] == "true", "request-based billing, as the cost table assumes"
     spec = tmpl["spec"]
     assert 1 <= spec["containerConcurrency"] <= 1000 and 1 <= spec["timeoutSeconds"] <= 3600
     (c,) = spec["containers"]
-    assert set(c) <= {"name", "image", "ports", "env", "resources", "startupProbe", "livenessProbe", "args", "command"}
     assert not any(e["name"] == "PORT" for e in c.get("env", [])), "PORT is reserved: Cloud Run sets it from containerPort"
     assert c["resources"]["limits"]["cpu"] == "1"
 
@@ -125,15 +136,15 @@ def test_cloud_run_concurrency_is_the_measured_saturation_point(knative):
 
 
 def test_cloud_run_port_probes_and_grace(knative, routes, image_env):
-    from churn_deploy.config import PORT
     (c,) = knative["spec"]["template"]["spec"]["containers"]
-    assert [p["containerPort"] for p in c["ports"]] == [PORT] == [int(image_env["CHURN_PORT"])], \
-        "Cloud Run sets PORT=containerPort, and the image listens on CHURN_PORT: they must be the same number"
+    ((port,),) = [[p["containerPort"] for p in c["ports"]]]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert "CHURN_PORT" not in image_env and "CHURN_PORT" not in env, \
+        "Cloud Run sets PORT=containerPort: with no CHURN_PORT, churn_serve listens there"
     assert c["startupProbe"]["httpGet"]["path"] == "/ready" and c["livenessProbe"]["httpGet"]["path"] == "/health"
     for probe in ("startupProbe", "livenessProbe"):
         get = c[probe]["httpGet"]
-        assert is_get(routes, get["path"]) and get["port"] == PORT, (probe, get)
-    env = {e["name"]: e["value"] for e in c["env"]}
+        assert is_get(routes, get["path"]) and get["port"] == port, (probe, get)
     assert float(env["CHURN_GRACE_PERIOD"]) < 10, "Cloud Run kills 10 s after SIGTERM"
 
 
@@ -193,7 +204,8 @@ def test_lambda_image_adds_the_pinned_adapter_and_points_it_at_the_service(route
     assert re.fullmatch(re.escape(LAMBDA_ADAPTER) + r":\d+\.\d+\.\d+", src), f"{src}: pin the adapter's version"
     assert tuple(value) == ("/lambda-adapter", "/opt/extensions/lambda-adapter")
     env = {**image_env, **f["env"]}
-    assert int(env["AWS_LWA_PORT"]) == int(env["CHURN_PORT"]) == PORT
+    assert int(env["AWS_LWA_PORT"]) == PORT and not {"CHURN_PORT", "PORT"} & set(env), \
+        "Lambda sets no PORT: the adapter calls churn_serve's default port"
     assert env["AWS_LWA_READINESS_CHECK_PATH"] == "/ready" and is_get(routes, "/ready")
     assert env["AWS_LWA_READINESS_CHECK_HEALTHY_STATUS"] == "200", "/ready answers 503 while loading or draining"
     assert env["CHURN_HOST"] == "127.0.0.1", "only the adapter, on the same host, calls the service"
@@ -217,13 +229,6 @@ def test_sam_function(sam, settings_fields):
 
 # ---------------------------------------------------------------- AWS Elastic Beanstalk (Docker Compose)
 
-EB_NAMESPACES = {"aws:elasticbeanstalk:environment", "aws:elasticbeanstalk:environment:process:default",
-                 "aws:elasticbeanstalk:healthreporting:system", "aws:autoscaling:asg", "aws:ec2:instances",
-                 "aws:elasticbeanstalk:application:environment", "aws:elasticbeanstalk:command",
-                 "aws:autoscaling:launchconfiguration", "aws:elbv2:loadbalancer"}
-"Option namespaces of Elastic Beanstalk's general options that these files may use."
-
-
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return load_yaml(DEPLOY / "elastic-beanstalk" / "docker-compose.yml")
@@ -239,23 +244,46 @@ def test_compose_file_matches_the_compose_schema(tmp_path, compose):
     assert check(tmp_path / "docker-compose.yml").returncode != 0
 
 
+EB_CONFIGS = sorted((DEPLOY / "elastic-beanstalk" / ".ebextensions").glob("*.config"))
+
+
+def check_schema(schema: str, path: Path) -> subprocess.CompletedProcess:
+    "check-jsonschema against a schema vendored or written in tests/schemas/ (YAML, whatever the file's suffix)."
+    return run(tool("check-jsonschema"), "--force-filetype", "yaml", "--schemafile", SCHEMAS / schema, path)
+
+
+def rejected(schema: str, doc, tmp_path: Path) -> bool:
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(doc))
+    return check_schema(schema, tmp_path / "broken.yaml").returncode != 0
+
+
+def test_ebextensions_match_the_option_schema(tmp_path):
+    "Each .ebextensions file against the documented options of the namespaces it sets (tests/schemas/README.md)."
+    assert EB_CONFIGS
+    for p in EB_CONFIGS:
+        r = check_schema("ebextensions-options.schema.json", p)
+        assert r.returncode == 0, r.stdout + r.stderr
+    doc = load_yaml(EB_CONFIGS[0])
+    for ns, option, value in (("aws:elasticbeanstalk:environment:process:default", "DeregistrationDelay", "4000"),
+                              ("aws:elasticbeanstalk:environment:process:default", "HealthCheckPathh", "/ready"),
+                              ("aws:elasticbeanstalk:environment:process:default", "Port", 80),
+                              ("aws:elasticbeanstalk:enviroment", "EnvironmentType", "LoadBalanced")):
+        bad = copy.deepcopy(doc)
+        bad["option_settings"].setdefault(ns, {})[option] = value
+        assert rejected("ebextensions-options.schema.json", bad, tmp_path), (ns, option, value)
+
+
 def test_beanstalk_port_health_and_grace(compose, routes, settings_fields, image_env):
     from churn_deploy.config import PORT
     (svc,) = compose["services"].values()
-    assert svc["ports"] == [f"80:{PORT}"] and int(image_env["CHURN_PORT"]) == PORT, "the instance's port 80 to the service"
+    assert svc["ports"] == [f"80:{PORT}"] and not {"CHURN_PORT", "PORT"} & (set(image_env) | set(svc["environment"])), \
+        "the instance's port 80 to the service's default port"
     assert set(svc["environment"]) <= settings_fields
     assert parse_duration(svc["stop_grace_period"]) >= grace() + 5 and svc["stop_signal"] == "SIGTERM"
     assert svc["read_only"] is True and svc["tmpfs"] == ["/tmp"]
-    configs = sorted((DEPLOY / "elastic-beanstalk" / ".ebextensions").glob("*.config"))
-    assert configs
     opts = {}
-    for p in configs:
-        doc = load_yaml(p)
-        assert set(doc) == {"option_settings"}, p
-        for ns, kv in doc["option_settings"].items():
-            assert ns in EB_NAMESPACES, f"{p.name}: unknown namespace {ns}"
-            assert all(isinstance(v, str) for v in kv.values()), f"{p.name}: {ns}: option values are strings"
-            opts.setdefault(ns, {}).update(kv)
+    for p in EB_CONFIGS:
+        for ns, kv in load_yaml(p)["option_settings"].items(): opts.setdefault(ns, {}).update(kv)
     proc = opts["aws:elasticbeanstalk:environment:process:default"]
     assert proc["Port"] == "80" and proc["HealthCheckPath"] == "/ready" and is_get(routes, "/ready")
     assert float(proc["DeregistrationDelay"]) >= grace(), "in-flight requests finish before an instance leaves"
@@ -263,9 +291,14 @@ def test_beanstalk_port_health_and_grace(compose, routes, settings_fields, image
 
 # ---------------------------------------------------------------- Heroku (heroku.yml + a thin image)
 
-def test_heroku_yml(routes):
-    doc = load_yaml(DEPLOY / "heroku" / "heroku.yml")
-    assert set(doc) <= {"setup", "build", "release", "run"} and set(doc["build"]) <= {"docker", "config"}
+def test_heroku_yml(routes, tmp_path):
+    path = DEPLOY / "heroku" / "heroku.yml"
+    r = check_schema("heroku.yml.schema.json", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = load_yaml(path)
+    for change in ({"runn": {"web": "churn_serve"}}, {"build": {"docker": {"web": ["Dockerfile"]}}},
+                   {"release": {"image": "web"}}):
+        assert rejected("heroku.yml.schema.json", {**doc, **change}, tmp_path), change
     web = doc["build"]["docker"]["web"]
     assert (ROOT / web).resolve() == (DEPLOY / "heroku" / "Dockerfile").resolve(), "a path from the repository root"
     assert "run" not in doc, "the image's CMD starts the service on $PORT"
@@ -273,57 +306,57 @@ def test_heroku_yml(routes):
     assert f["from"] == "${BASE_IMAGE}" and "BASE_IMAGE" in doc["build"]["config"]
 
 
-def test_heroku_command_serves_on_the_platforms_port(tmp_path, image_env):
-    "Heroku's CMD, run for real with the image's ENV (CHURN_PORT=9696) and a $PORT chosen by the platform: it listens on $PORT."
-    f = dockerfile_facts(DEPLOY / "heroku" / "Dockerfile")
-    assert [c.value for c in f["entrypoint"]] == [()], "ENTRYPOINT reset, so the shell CMD runs"
-    (cmd,) = f["cmd"]
-    assert cmd.json and cmd.value[:2] == ("/bin/sh", "-c")
-    port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}, **image_env,
-           "PATH": f"{BIN}:{os.environ['PATH']}", "CHURN_MODEL_DIR": str(ROOT / "model"), "CHURN_HOST": "127.0.0.1",
-           "PORT": str(port)}
-    log = open(tmp_path / "heroku.log", "w")
-    proc = subprocess.Popen(list(cmd.value), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def serve_image(tmp_path, argv, image_env, **env) -> tuple[subprocess.Popen, Path]:
+    "Start the image's command as the image would, with its ENV, on the loopback, plus `env`."
+    env = {**{k: v for k, v in os.environ.items() if k not in ("PORT", "CHURN_PORT") and not k.startswith("CHURN_")},
+           **image_env, "PATH": f"{BIN}:{os.environ['PATH']}", "CHURN_MODEL_DIR": str(ROOT / "model"),
+           "CHURN_HOST": "127.0.0.1", **env}
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log
+
+
+def wait_ready(proc, port: int, log: Path) -> None:
+    deadline, status = time.monotonic() + 30, None
+    while time.monotonic() < deadline and proc.poll() is None and status != 200:
+        try: status = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code
+        except httpx.TransportError: time.sleep(0.1)
+    assert status == 200, log.read_text()[-2000:]
+
+
+def stop(proc) -> int:
     try:
-        deadline, status = time.monotonic() + 30, None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try: status = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code
-            except httpx.TransportError: time.sleep(0.1); continue
-            if status == 200: break
-        assert status == 200, (tmp_path / "heroku.log").read_text()[-2000:]
-        # `exec`: the shell became churn_serve, so Heroku's SIGTERM reaches the server itself
-        assert Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[1].endswith(b"churn_serve")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=grace() + 5) in (0, -signal.SIGTERM)
+        return proc.wait(timeout=grace() + 5)
     finally:
         if proc.poll() is None: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
-        log.close()
-    env.pop("PORT")
-    r = subprocess.run(list(cmd.value), env=env, capture_output=True, text=True, timeout=30)
-    assert r.returncode != 0 and "Heroku sets PORT" in r.stderr, "without $PORT it says why, at once"
 
 
-def test_the_image_alone_prefers_churn_port_to_port(tmp_path, image_env):
-    "Why Heroku needs its own CMD and the others set their port to 9696: with CHURN_PORT set, $PORT is not used."
+def test_heroku_command_serves_on_the_platforms_port(tmp_path, image_env):
+    "Heroku's CMD, run for real with the image's ENV and a $PORT chosen by the platform: it listens on $PORT."
+    f = dockerfile_facts(DEPLOY / "heroku" / "Dockerfile")
+    assert [c.value for c in f["entrypoint"]] == [()], "ENTRYPOINT reset, so Heroku runs the CMD"
+    (cmd,) = f["cmd"]
+    assert cmd.json and cmd.value == ("churn_serve",)
+    port = free_port()
+    proc, log = serve_image(tmp_path, list(cmd.value), image_env, PORT=str(port))
+    wait_ready(proc, port, log)
+    assert stop(proc) == 0, "Heroku's SIGTERM drains and exits 0"
+    # a platform that sets a PORT that is not a port number: one line, at once, rather than a silent 9696
+    r = subprocess.run(list(cmd.value), env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PORT": "web"},
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and r.stderr == "churn_serve: error: PORT: expected a port number 1-65535, got 'web'\n", r.stderr
+
+
+def test_churn_port_wins_over_the_platforms_port(tmp_path, image_env):
+    "An operator's CHURN_PORT (or --port) is kept even where the platform sets $PORT."
     churn_port, platform_port = free_port(), free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}, **image_env,
-           "CHURN_MODEL_DIR": str(ROOT / "model"), "CHURN_HOST": "127.0.0.1",
-           "CHURN_PORT": str(churn_port), "PORT": str(platform_port)}
-    log = open(tmp_path / "image.log", "w")
-    proc = subprocess.Popen([str(BIN / "churn_serve")], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, log = serve_image(tmp_path, [str(BIN / "churn_serve")], image_env, CHURN_PORT=str(churn_port), PORT=str(platform_port))
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{churn_port}/ready", timeout=1).status_code == 200: break
-            except httpx.TransportError: time.sleep(0.1)
-        assert httpx.get(f"http://127.0.0.1:{churn_port}/ready", timeout=2).status_code == 200
+        wait_ready(proc, churn_port, log)
         with pytest.raises(httpx.ConnectError): httpx.get(f"http://127.0.0.1:{platform_port}/ready", timeout=2)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace() + 5)
-        log.close()
+    finally: stop(proc)
 
 
 # ---------------------------------------------------------------- Render (Blueprint)
@@ -334,25 +367,22 @@ def render() -> dict:
 
 
 def test_render_blueprint_matches_renders_schema(tmp_path, render):
-    def check(path): return run(tool("check-jsonschema"), "--schemafile", SCHEMAS / "render.yaml.schema.json", path)
-    r = check(DEPLOY / "render" / "render.yaml")
+    r = check_schema("render.yaml.schema.json", DEPLOY / "render" / "render.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
     for change in ({"plan": "huge"}, {"healthCheckPathh": "/ready"}, {"maxShutdownDelaySeconds": 900}):
         bad = copy.deepcopy(render)
         bad["services"][0].update(change)
-        (tmp_path / "render.yaml").write_text(yaml.safe_dump(bad))
-        assert check(tmp_path / "render.yaml").returncode != 0, change
+        assert rejected("render.yaml.schema.json", bad, tmp_path), change
 
 
 def test_render_port_health_and_grace(render, routes, settings_fields, image_env):
-    from churn_deploy.config import PORT
     (svc,) = render["services"]
     assert svc["runtime"] == "docker" and (ROOT / svc["dockerContext"] / svc["dockerfilePath"]).resolve() == (ROOT / "Dockerfile").resolve()
     env = {e["key"]: e for e in svc["envVars"]}
-    assert int(env["PORT"]["value"]) == PORT == int(image_env["CHURN_PORT"]), "Render routes to $PORT"
+    assert not {"CHURN_PORT", "PORT"} & (set(env) | set(image_env)), "Render sets $PORT and routes to it: churn_serve follows it"
     assert svc["healthCheckPath"] == "/ready" and is_get(routes, "/ready")
     assert svc["maxShutdownDelaySeconds"] >= float(env["CHURN_GRACE_PERIOD"]["value"]) + 5
-    assert set(env) - {"PORT"} <= settings_fields
+    assert set(env) <= settings_fields
     assert env["CHURN_API_KEYS"] == {"key": "CHURN_API_KEYS", "sync": False}, "a secret, set in the dashboard"
 
 

@@ -132,15 +132,19 @@ def _check_devcontainer(path: Path) -> subprocess.CompletedProcess:
 
 
 def test_vendored_schemas_match_their_origin_note():
-    "Each vendored schema is the file its README row describes: same name, same sha256, origin and licence given."
-    rows = [[c.strip() for c in r.strip("|").split(" | ")]
-            for r in (SCHEMAS / "README.md").read_text().splitlines() if r.startswith("| `")]
+    "Each schema has a README row: a vendored one its origin, licence and sha256 (which must match); one written here what it validates."
+    text = (SCHEMAS / "README.md").read_text()
+    def rows(section: str) -> list[list[str]]:
+        body = text.split(f"\n## {section}\n")[1].split("\n## ")[0]
+        return [[c.strip() for c in r.strip("|").split(" | ")] for r in body.splitlines() if r.startswith("| `")]
     noted = {}
-    for name, origin, licence, sha in rows:
+    for name, origin, licence, sha in rows("Vendored"):
         assert "https://github.com/" in origin and licence, f"{name}: say where it comes from and under which licence"
         noted[name.strip("`")] = sha.strip("`")
+    written = {name.strip("`"): target for name, target, source in rows("Written here") if source}
+    assert all((ROOT / t.strip("`").split("*")[0]).exists() for t in written.values()), written
     files = sorted(p.name for p in SCHEMAS.glob("*.json"))
-    assert sorted(noted) == files, (sorted(noted), files)
+    assert sorted([*noted, *written]) == files, (sorted(noted), sorted(written), files)
     for name, sha in noted.items():
         assert hashlib.sha256((SCHEMAS / name).read_bytes()).hexdigest() == sha, f"{name} differs from its origin note"
 
