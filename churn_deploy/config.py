@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PORT', 'MODEL_FILE', 'META_FILE', 'DATA_FILE', 'DATA_URL', 'MIN_KEY_LENGTH', 'KEY_NAME', 'Settings', 'key_hash',
-           'api_key_table', 'get_settings']
+           'api_key_table', 'get_settings', 'unknown_settings']
 
 # %% ../nbs/00_config.ipynb #6a5c2381
 from functools import lru_cache
@@ -146,3 +146,17 @@ def api_key_table(s: Settings) -> dict[str, str]:
 def get_settings() -> Settings:
     "The process-wide settings, read from the environment once."
     return Settings()
+
+# %% ../nbs/00_config.ipynb #91d38719
+_SERVICE_LINK = re.compile(r"CHURN_[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)")
+
+def unknown_settings(environ: dict[str, str] | None = None) -> list[str]:
+    "One line for each `CHURN_*` variable that names no setting, with the setting it most likely meant."
+    import difflib, os
+    known = {f"CHURN_{name.upper()}" for name in Settings.model_fields}
+    names = sorted(k for k in (os.environ if environ is None else environ)
+                   if k.upper().startswith("CHURN_") and k.upper() not in known and not _SERVICE_LINK.fullmatch(k.upper()))
+    def hint(k):
+        close = difflib.get_close_matches(k.upper(), known, n=1, cutoff=0.8)
+        return f" (did you mean {close[0]}?)" if close else ""
+    return [f"{k} is not a setting and is ignored{hint(k)}" for k in names]

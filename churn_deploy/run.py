@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .api import field_errors
-from .config import META_FILE, MIN_KEY_LENGTH, Settings, api_key_table, key_hash
+from .config import META_FILE, MIN_KEY_LENGTH, Settings, api_key_table, key_hash, unknown_settings
 from .logs import configure_logging, log, log_config
 from .predict import ChurnModel, ModelError, load_model
 from .registry import REGISTRY_FILE, is_legacy, load_served
@@ -160,6 +160,7 @@ def churn_serve(model: str = None, # Model directory (default: CHURN_MODEL_DIR, 
     try:
         s = Settings(**overrides)  # the environment, overridden by the command line, under the same rules
         configure_logging(s.log_format, s.log_level)
+        for line in unknown_settings(): log.warning(line)  # a typo in a CHURN_* name would otherwise pass unseen
         verified = ensure_model(s)
     except ModelError as e: sys.exit(f"churn_serve: error: {e}")
     except ValidationError as e: sys.exit(f"churn_serve: error: {_one_line(e)}")

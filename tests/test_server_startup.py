@@ -168,6 +168,16 @@ def test_bad_settings(model_dir, args, env, field):
     assert_one_line_error(r, f"churn_serve: error: {field}: ")
 
 
+def test_an_unknown_churn_variable_is_named_at_start_up(model_copy):
+    "A typo in a CHURN_* name is warned of, with the setting it likely meant, rather than silently ignored."
+    (model_copy / "model.json").write_text("{")  # so the server stops after its start-up checks
+    r = serve(model_copy, CHURN_WORKRES="2", CHURN_LOG_FORMAT="json")
+    warning = "CHURN_WORKRES is not a setting and is ignored (did you mean CHURN_WORKERS?)"
+    (line,) = [json.loads(l) for l in r.stderr.splitlines() if warning in l]
+    assert line["level"] == "WARNING" and line["message"] == warning, line
+    assert_one_line_error(r, "model.json")
+
+
 def test_port_in_use(model_dir):
     "Another process holds the port: a non-zero exit that says so, no traceback."
     with socket.socket() as s:
