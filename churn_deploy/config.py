@@ -152,11 +152,12 @@ _SERVICE_LINK = re.compile(r"CHURN_[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-
 
 def unknown_settings(environ: dict[str, str] | None = None) -> list[str]:
     "One line for each `CHURN_*` variable that names no setting, with the setting it most likely meant."
-    import difflib, os
+    import os
     known = {f"CHURN_{name.upper()}" for name in Settings.model_fields}
     names = sorted(k for k in (os.environ if environ is None else environ)
                    if k.upper().startswith("CHURN_") and k.upper() not in known and not _SERVICE_LINK.fullmatch(k.upper()))
     def hint(k):
+        import difflib  # only when there is something to report: nothing is imported on a clean start
         close = difflib.get_close_matches(k.upper(), known, n=1, cutoff=0.8)
         return f" (did you mean {close[0]}?)" if close else ""
     return [f"{k} is not a setting and is ignored{hint(k)}" for k in names]

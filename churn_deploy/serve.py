@@ -98,19 +98,19 @@ async def _watch_registry(app: FastAPI, root, file, every: float, metrics: Servi
         log.info("registry changed (pid %d): champion %s, challenger %s, routing %s", os.getpid(), served.champion.version, ch,
                  served.routing.mode)
 
+def _customer_id(scope) -> str | None:
+    "The request's X-Customer-Id (1 to 128 bytes), or None."
+    for k, v in scope["headers"]:
+        if k == b"x-customer-id" and 0 < len(v) <= 128: return v.decode("latin-1")
+    return None
+
 def _caller(scope) -> str:
     "The key canary assignment hashes: X-Customer-Id, else the API key's name, else the request id."
-    for k, v in scope["headers"]:
-        if k == b"x-customer-id" and 0 < len(v) <= 128: return "customer:" + v.decode("latin-1")
+    if (customer := _customer_id(scope)) is not None: return "customer:" + customer
     return f"key:{scope['churn.key']}" if scope.get("churn.key") else "request:" + REQUEST_ID.get()
 
 def _pick(served: Served, scope) -> tuple[ChurnModel, str]:
     return served.pick(_caller(scope)) if served.routing.mode == "canary" else (served.champion, "champion")
-
-def _customer_id(scope) -> str | None:
-    for k, v in scope["headers"]:
-        if k == b"x-customer-id" and 0 < len(v) <= 128: return v.decode("latin-1")
-    return None
 
 def _observe(app: FastAPI, scope, model: ChurnModel, role: str, rows: list[dict], probs: list[float], shadow=None):
     "Drift counters and the prediction log for scored rows: tallied or queued, never written on the request path."
