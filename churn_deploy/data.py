@@ -102,6 +102,12 @@ def canonical_sha256(obj) -> str:
 def read_raw(path: str | Path) -> pd.DataFrame:
     "Read a churn CSV with every cell as a string."
     import pandas as pd
+    try:
+        with open(path, "rb") as f: head = f.read(1 << 16)
+    except OSError as e: raise ChurnDataError(f"{path}: cannot read CSV: {e.strerror or e}") from None
+    # Checked here, not left to pyarrow: after an empty file its parallel reader can abort the whole process
+    # at exit ("terminate called without an active exception"; apache/arrow#38676).
+    if not head.strip(): raise ChurnDataError(f"{path}: cannot read CSV: the file is empty")
     try: return pd.read_csv(path, dtype=str, keep_default_na=False, engine="pyarrow")
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
