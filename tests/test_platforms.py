@@ -14,7 +14,7 @@ runs for real.
 | heroku/heroku.yml | check-jsonschema, a schema of heroku.yml's documented sections (written here: Heroku publishes none) |
 | render/render.yaml | check-jsonschema, Render's Blueprint schema (vendored in tests/schemas/) |
 """
-import copy, os, re, signal, subprocess, sys, time, tomllib
+import copy, json, os, re, signal, subprocess, sys, time, tomllib
 from pathlib import Path
 
 import dockerfile
@@ -69,6 +69,32 @@ def test_every_platform_has_its_files():
         assert (DEPLOY / f).is_file(), f
 
 
+def check_schema(schema: str | list[str], good: list[Path], broken: dict[str, object], tmp_path: Path) -> None:
+    """One check-jsonschema run (each costs a second or two to start): every `good` file passes, and every broken
+    copy (its name → the document) fails. `schema`: a file in tests/schemas/, or check-jsonschema's own arguments."""
+    paths = {}
+    for i, (name, doc) in enumerate(broken.items()):
+        paths[name] = tmp_path / f"broken-{i}.yaml"
+        paths[name].write_text(yaml.safe_dump(doc))
+    how = ["--schemafile", SCHEMAS / schema] if isinstance(schema, str) else schema
+    r = run(tool("check-jsonschema"), "-o", "json", "--force-filetype", "yaml", *how, *good, *paths.values())
+    assert r.stdout.startswith("{"), r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert not out.get("parse_errors"), out["parse_errors"]
+    failed = {e["filename"] for e in out["errors"]}
+    assert not failed & {str(p) for p in good}, [e for e in out["errors"] if e["filename"] in map(str, good)]
+    accepted = [name for name, p in paths.items() if str(p) not in failed]
+    assert not accepted, f"{schema} accepts broken copies: {accepted}"
+    assert r.returncode == (1 if broken else 0), r.stdout + r.stderr
+
+
+def edited(doc, edit) -> object:
+    "A deep copy of `doc` with `edit` applied to it."
+    bad = copy.deepcopy(doc)
+    edit(bad)
+    return bad
+
+
 # ---------------------------------------------------------------- Google Cloud Run (Knative Service)
 
 KNATIVE_REVISION_FIELDS = {"containerConcurrency", "timeoutSeconds", "responseStartTimeoutSeconds", "idleTimeoutSeconds"}
@@ -102,17 +128,13 @@ def test_cloud_run_revision_validates_as_a_pod(tmp_path, knative):
 
 def test_cloud_run_service_matches_knatives_schema(tmp_path, knative):
     "Knative Serving's own schema of a Service (its CRD's, vendored in tests/schemas/), and broken copies it rejects."
-    r = check_schema("knative-service_v1.json", DEPLOY / "cloud-run" / "service.yaml")
-    assert r.returncode == 0, r.stdout + r.stderr
     tmpl = lambda d: d["spec"]["template"]
-    for name, edit in (("a misspelt probe field", lambda d: tmpl(d)["spec"]["containers"][0]["startupProbe"].update(periodSecondss=1)),
-                       ("a number as an annotation", lambda d: tmpl(d)["metadata"]["annotations"].update({"autoscaling.knative.dev/minScale": 0})),
-                       ("concurrency as text", lambda d: tmpl(d)["spec"].update(containerConcurrency="32")),
-                       ("a Pod field Knative does not allow", lambda d: tmpl(d)["spec"].update(restartPolicy="Never")),
-                       ("no containers", lambda d: tmpl(d)["spec"].pop("containers"))):
-        bad = copy.deepcopy(knative)
-        edit(bad)
-        assert rejected("knative-service_v1.json", bad, tmp_path), name
+    check_schema("knative-service_v1.json", [DEPLOY / "cloud-run" / "service.yaml"], {
+        "a misspelt probe field": edited(knative, lambda d: tmpl(d)["spec"]["containers"][0]["startupProbe"].update(periodSecondss=1)),
+        "a number as an annotation": edited(knative, lambda d: tmpl(d)["metadata"]["annotations"].update({"autoscaling.knative.dev/minScale": 0})),
+        "concurrency as text": edited(knative, lambda d: tmpl(d)["spec"].update(containerConcurrency="32")),
+        "a Pod field Knative does not allow": edited(knative, lambda d: tmpl(d)["spec"].update(restartPolicy="Never")),
+        "no containers": edited(knative, lambda d: tmpl(d)["spec"].pop("containers"))}, tmp_path)
 
 
 def test_cloud_run_limits(knative):
@@ -235,42 +257,23 @@ def compose() -> dict:
 
 
 def test_compose_file_matches_the_compose_schema(tmp_path, compose):
-    def check(path): return run(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", path)
-    r = check(DEPLOY / "elastic-beanstalk" / "docker-compose.yml")
-    assert r.returncode == 0, r.stdout + r.stderr
-    bad = copy.deepcopy(compose)
-    bad["services"]["churn"]["stop_grace_periodd"] = "25s"
-    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(bad))
-    assert check(tmp_path / "docker-compose.yml").returncode != 0
+    check_schema(["--builtin-schema", "vendor.compose-spec"], [DEPLOY / "elastic-beanstalk" / "docker-compose.yml"],
+                 {"a misspelt key": edited(compose, lambda d: d["services"]["churn"].update(stop_grace_periodd="25s"))}, tmp_path)
 
 
 EB_CONFIGS = sorted((DEPLOY / "elastic-beanstalk" / ".ebextensions").glob("*.config"))
 
 
-def check_schema(schema: str, path: Path) -> subprocess.CompletedProcess:
-    "check-jsonschema against a schema vendored or written in tests/schemas/ (YAML, whatever the file's suffix)."
-    return run(tool("check-jsonschema"), "--force-filetype", "yaml", "--schemafile", SCHEMAS / schema, path)
-
-
-def rejected(schema: str, doc, tmp_path: Path) -> bool:
-    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(doc))
-    return check_schema(schema, tmp_path / "broken.yaml").returncode != 0
-
-
 def test_ebextensions_match_the_option_schema(tmp_path):
     "Each .ebextensions file against the documented options of the namespaces it sets (tests/schemas/README.md)."
     assert EB_CONFIGS
-    for p in EB_CONFIGS:
-        r = check_schema("ebextensions-options.schema.json", p)
-        assert r.returncode == 0, r.stdout + r.stderr
-    doc = load_yaml(EB_CONFIGS[0])
-    for ns, option, value in (("aws:elasticbeanstalk:environment:process:default", "DeregistrationDelay", "4000"),
-                              ("aws:elasticbeanstalk:environment:process:default", "HealthCheckPathh", "/ready"),
-                              ("aws:elasticbeanstalk:environment:process:default", "Port", 80),
-                              ("aws:elasticbeanstalk:enviroment", "EnvironmentType", "LoadBalanced")):
-        bad = copy.deepcopy(doc)
-        bad["option_settings"].setdefault(ns, {})[option] = value
-        assert rejected("ebextensions-options.schema.json", bad, tmp_path), (ns, option, value)
+    doc, process = load_yaml(EB_CONFIGS[0]), "aws:elasticbeanstalk:environment:process:default"
+    def setting(ns, option, value): return edited(doc, lambda d: d["option_settings"].setdefault(ns, {}).update({option: value}))
+    check_schema("ebextensions-options.schema.json", EB_CONFIGS, {
+        "a deregistration delay past 3600 s": setting(process, "DeregistrationDelay", "4000"),
+        "a misspelt option": setting(process, "HealthCheckPathh", "/ready"),
+        "a number, not a string": setting(process, "Port", 80),
+        "a misspelt namespace": setting("aws:elasticbeanstalk:enviroment", "EnvironmentType", "LoadBalanced")}, tmp_path)
 
 
 def test_beanstalk_port_health_and_grace(compose, routes, settings_fields, image_env):
@@ -293,12 +296,11 @@ def test_beanstalk_port_health_and_grace(compose, routes, settings_fields, image
 
 def test_heroku_yml(routes, tmp_path):
     path = DEPLOY / "heroku" / "heroku.yml"
-    r = check_schema("heroku.yml.schema.json", path)
-    assert r.returncode == 0, r.stdout + r.stderr
     doc = load_yaml(path)
-    for change in ({"runn": {"web": "churn_serve"}}, {"build": {"docker": {"web": ["Dockerfile"]}}},
-                   {"release": {"image": "web"}}):
-        assert rejected("heroku.yml.schema.json", {**doc, **change}, tmp_path), change
+    check_schema("heroku.yml.schema.json", [path], {
+        "a misspelt section": {**doc, "runn": {"web": "churn_serve"}},
+        "a list for a Dockerfile": {**doc, "build": {"docker": {"web": ["Dockerfile"]}}},
+        "a release without its command": {**doc, "release": {"image": "web"}}}, tmp_path)
     web = doc["build"]["docker"]["web"]
     assert (ROOT / web).resolve() == (DEPLOY / "heroku" / "Dockerfile").resolve(), "a path from the repository root"
     assert "run" not in doc, "the image's CMD starts the service on $PORT"
@@ -367,12 +369,10 @@ def render() -> dict:
 
 
 def test_render_blueprint_matches_renders_schema(tmp_path, render):
-    r = check_schema("render.yaml.schema.json", DEPLOY / "render" / "render.yaml")
-    assert r.returncode == 0, r.stdout + r.stderr
-    for change in ({"plan": "huge"}, {"healthCheckPathh": "/ready"}, {"maxShutdownDelaySeconds": 900}):
-        bad = copy.deepcopy(render)
-        bad["services"][0].update(change)
-        assert rejected("render.yaml.schema.json", bad, tmp_path), change
+    def service(**change): return edited(render, lambda d: d["services"][0].update(change))
+    check_schema("render.yaml.schema.json", [DEPLOY / "render" / "render.yaml"], {
+        "an unknown plan": service(plan="huge"), "a misspelt key": service(healthCheckPathh="/ready"),
+        "a shutdown delay past 300 s": service(maxShutdownDelaySeconds=900)}, tmp_path)
 
 
 def test_render_port_health_and_grace(render, routes, settings_fields, image_env):
