@@ -1,7 +1,7 @@
 """The model lifecycle with real processes: a registry served by 2 workers under a steady load; promote, rollback and a
 routing change each cause zero failed requests and show on every worker within 10 s; shadow and canary; a broken
 registry keeps the old state."""
-import json, shutil, threading, time
+import json, os, shutil, threading, time
 from pathlib import Path
 
 import httpx
@@ -155,19 +155,26 @@ def test_canary_is_sticky_and_shadow_is_recorded(tmp_path, registry):
     assert flips == (1 if p < 0.5 <= 1 / (1 + math.exp(-(logit + 1.0))) else 0), (p, flips)
 
 
+def replace_text(path: Path, text: str) -> None:
+    "Write a file whole, as churn_models and a ConfigMap update do: a poll never sees it half-written."
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def test_broken_registry_keeps_the_old_state(tmp_path, registry):
     root, first, second = registry
     with running_server(tmp_path / "logs", model=root, CHURN_REGISTRY_POLL=POLL) as (url, proc, log):
         with Load(url, threads=3) as load:
             time.sleep(0.5)
             good = (root / REGISTRY_FILE).read_text()
-            (root / REGISTRY_FILE).write_text('{"champion": "nope", "versions": {}}')
+            replace_text(root / REGISTRY_FILE, '{"champion": "nope", "versions": {}}')
             time.sleep(2)
             (version_dir(root, second) / META_FILE).write_text("{}")  # a broken version directory
             reg = json.loads(good); reg["champion"], reg["previous"] = second, first
-            (root / REGISTRY_FILE).write_text(json.dumps(reg))
+            replace_text(root / REGISTRY_FILE, json.dumps(reg))
             time.sleep(2)
-            (root / REGISTRY_FILE).write_text(good)  # put right again: loaded as a change, the same state
+            replace_text(root / REGISTRY_FILE, good)  # put right again: loaded as a change, the same state
             time.sleep(1.5)
         text = log.read_text()
         assert [s for _, s, _, _ in load.log if s != 200] == [] and {v for _, _, v, _ in load.log} == {first}
