@@ -107,15 +107,20 @@ def test_charges_shift_fails_on_that_feature_only(tmp_path, month, data, model_d
     assert max(v[1] for f, v in table.items() if f not in (feature, "score")) < 0.1, r.stdout
 
 
-def test_doubled_category_fails_on_that_feature_only(tmp_path, month, data, model_dir):
-    "paymentmethod=electronic_check at twice its training share: PSI > 0.25 there, < 0.1 elsewhere."
+def doubled_payment_drift(tmp_path, month, data, model_dir, method: str) -> tuple[float, subprocess.CompletedProcess]:
+    "One payment method at twice its training share, through a prediction log and `churn_monitor drift`: (its share, the run)."
     from churn_deploy.data import DOMAINS
     from churn_deploy.monitor import double_category
     _, clean_rows = month
     ref = data["model"].meta["reference"]["categorical"]["paymentmethod"]
-    share = ref["proportions"][list(DOMAINS["paymentmethod"]).index("electronic_check")]
-    write_log(tmp_path / "log.jsonl", double_category(clean_rows, "paymentmethod", "electronic_check", share=share), data["model"])
-    r = monitor("drift", "--input", tmp_path / "log.jsonl", "--model", model_dir)
+    share = ref["proportions"][list(DOMAINS["paymentmethod"]).index(method)]
+    write_log(tmp_path / "log.jsonl", double_category(clean_rows, "paymentmethod", method, share=share), data["model"])
+    return share, monitor("drift", "--input", tmp_path / "log.jsonl", "--model", model_dir)
+
+
+def test_doubled_category_fails_on_that_feature_only(tmp_path, month, data, model_dir):
+    "paymentmethod=electronic_check at twice its training share: PSI > 0.25 there, < 0.1 elsewhere."
+    _, r = doubled_payment_drift(tmp_path, month, data, model_dir, "electronic_check")
     assert r.returncode == 3, (r.stdout, r.stderr)
     table = drift_table(r.stdout)
     assert table["paymentmethod"][1] > 0.25, r.stdout
@@ -124,13 +129,7 @@ def test_doubled_category_fails_on_that_feature_only(tmp_path, month, data, mode
 
 def test_doubled_mailed_check_only_warns(tmp_path, month, data, model_dir):
     "mailed_check's share (about 23 %) doubled gives p·ln 2 + p·ln((1 − p)/(1 − 2p)) ≈ 0.244: a warning, exit 2, not a failure."
-    from churn_deploy.data import DOMAINS
-    from churn_deploy.monitor import double_category
-    _, clean_rows = month
-    ref = data["model"].meta["reference"]["categorical"]["paymentmethod"]
-    p = ref["proportions"][list(DOMAINS["paymentmethod"]).index("mailed_check")]
-    write_log(tmp_path / "log.jsonl", double_category(clean_rows, "paymentmethod", "mailed_check", share=p), data["model"])
-    r = monitor("drift", "--input", tmp_path / "log.jsonl", "--model", model_dir)
+    p, r = doubled_payment_drift(tmp_path, month, data, model_dir, "mailed_check")
     table = drift_table(r.stdout)
     expected = p * math.log(2) + p * math.log((1 - p) / (1 - 2 * p))
     assert abs(table["paymentmethod"][1] - expected) < 0.02 and 0.1 <= table["paymentmethod"][1] < 0.25, (expected, r.stdout)
