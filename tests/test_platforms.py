@@ -310,7 +310,7 @@ def test_heroku_yml(routes, tmp_path):
 
 def serve_image(tmp_path, argv, image_env, **env) -> tuple[subprocess.Popen, Path]:
     "Start the image's command as the image would, with its ENV, on the loopback, plus `env`."
-    env = {**{k: v for k, v in os.environ.items() if k not in ("PORT", "CHURN_PORT") and not k.startswith("CHURN_")},
+    env = {**{k: v for k, v in os.environ.items() if k != "PORT" and not k.startswith("CHURN_")},
            **image_env, "PATH": f"{BIN}:{os.environ['PATH']}", "CHURN_MODEL_DIR": str(ROOT / "model"),
            "CHURN_HOST": "127.0.0.1", **env}
     log = tmp_path / "serve.log"
