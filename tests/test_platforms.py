@@ -14,7 +14,7 @@ runs for real.
 | heroku/heroku.yml | check-jsonschema, a schema of heroku.yml's documented sections (written here: Heroku publishes none) |
 | render/render.yaml | check-jsonschema, Render's Blueprint schema (vendored in tests/schemas/) |
 """
-import copy, json, os, re, signal, subprocess, sys, time, tomllib
+import copy, json, os, re, subprocess, sys, tomllib
 from pathlib import Path
 
 import dockerfile
@@ -24,6 +24,7 @@ import yaml
 
 from conftest import ROOT, free_port
 from test_container_replay import docker_words, final_env, parse_stages, parse_duration
+from test_server import server_env, stop, wait_until_up  # the environment without CHURN_*, and a server's start and stop
 from test_ship import routes, run  # the app's real routes (a fixture) and the subprocess helper
 
 BIN = Path(sys.executable).parent
@@ -309,30 +310,15 @@ def test_heroku_yml(routes, tmp_path):
 
 
 def serve_image(tmp_path, argv, image_env, **env) -> tuple[subprocess.Popen, Path]:
-    "Start the image's command as the image would, with its ENV, on the loopback, plus `env`."
-    env = {**{k: v for k, v in os.environ.items() if k != "PORT" and not k.startswith("CHURN_")},
-           **image_env, "PATH": f"{BIN}:{os.environ['PATH']}", "CHURN_MODEL_DIR": str(ROOT / "model"),
-           "CHURN_HOST": "127.0.0.1", **env}
+    "Start the image's command as the image would, with its ENV and no inherited PORT, on the loopback, plus `env`."
+    base = server_env()
+    base.pop("PORT", None)
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, env={**base, **image_env, "PATH": f"{BIN}:{os.environ['PATH']}",
+                                           "CHURN_MODEL_DIR": str(ROOT / "model"), "CHURN_HOST": "127.0.0.1", **env},
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, log
-
-
-def wait_ready(proc, port: int, log: Path) -> None:
-    deadline, status = time.monotonic() + 30, None
-    while time.monotonic() < deadline and proc.poll() is None and status != 200:
-        try: status = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code
-        except httpx.TransportError: time.sleep(0.1)
-    assert status == 200, log.read_text()[-2000:]
-
-
-def stop(proc) -> int:
-    try:
-        proc.send_signal(signal.SIGTERM)
-        return proc.wait(timeout=grace() + 5)
-    finally:
-        if proc.poll() is None: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
 
 
 def test_heroku_command_serves_on_the_platforms_port(tmp_path, image_env):
@@ -343,8 +329,8 @@ def test_heroku_command_serves_on_the_platforms_port(tmp_path, image_env):
     assert cmd.json and cmd.value == ("churn_serve",)
     port = free_port()
     proc, log = serve_image(tmp_path, list(cmd.value), image_env, PORT=str(port))
-    wait_ready(proc, port, log)
-    assert stop(proc) == 0, "Heroku's SIGTERM drains and exits 0"
+    try: wait_until_up(f"http://127.0.0.1:{port}", proc, log)
+    finally: assert stop(proc) == 0, "Heroku's SIGTERM drains and exits 0"
     # a platform that sets a PORT that is not a port number: one line, at once, rather than a silent 9696
     r = subprocess.run(list(cmd.value), env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PORT": "web"},
                        capture_output=True, text=True, timeout=30)
@@ -356,8 +342,8 @@ def test_churn_port_wins_over_the_platforms_port(tmp_path, image_env):
     churn_port, platform_port = free_port(), free_port()
     proc, log = serve_image(tmp_path, [str(BIN / "churn_serve")], image_env, CHURN_PORT=str(churn_port), PORT=str(platform_port))
     try:
-        wait_ready(proc, churn_port, log)
-        with pytest.raises(httpx.ConnectError): httpx.get(f"http://127.0.0.1:{platform_port}/ready", timeout=2)
+        wait_until_up(f"http://127.0.0.1:{churn_port}", proc, log)
+        with pytest.raises(httpx.ConnectError): httpx.get(f"http://127.0.0.1:{platform_port}/health", timeout=2)
     finally: stop(proc)
 
 
