@@ -23,7 +23,8 @@ from .predict import ChurnModel, ModelError, load_model, read_metadata
 # %% auto #0
 __all__ = ['REGISTRY_FILE', 'COMMANDS', 'Routing', 'RegistryFile', 'RegistryError', 'version_dir', 'is_legacy', 'read_registry',
            'model_of', 'write_registry', 'add_version', 'init_registry', 'promote', 'rollback', 'set_challenger',
-           'route', 'reject', 'prune', 'canary_share', 'Served', 'load_served', 'registry_stamp', 'churn_models']
+           'route', 'reject', 'prune', 'canary_share', 'Served', 'load_served', 'registry_stamp', 'is_registry',
+           'resolve_model_dir', 'resolve_model', 'churn_models']
 
 # %% ../nbs/02a_registry.ipynb #ad51ab4d
 REGISTRY_FILE = "registry.json"
@@ -252,6 +253,28 @@ def registry_stamp(root: str | Path, file: str | Path | None = None) -> tuple:
     try: st = path.stat()
     except OSError: return ()
     return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+# %% ../nbs/02a_registry.ipynb #5e1f0a02
+def is_registry(path: str | Path) -> bool:
+    "True for a registry directory: a `registry.json` at the top."
+    return (Path(path) / REGISTRY_FILE).is_file()
+
+def resolve_model_dir(path: str | Path, version: str | None = None) -> tuple[Path, str]:
+    "The directory holding the model.json of the champion (or `version`) of `path`, a one-version model directory or a registry; and the version."
+    path = Path(path)
+    if not (is_registry(path) or is_legacy(path)):
+        raise RegistryError(f"{path} is neither a model directory ({META_FILE}) nor a registry ({REGISTRY_FILE})")
+    reg = read_registry(path)
+    if version is None: version = reg.champion
+    if version not in reg.versions:
+        raise RegistryError(f"unknown version {version!r} in {path}; known: {', '.join(sorted(reg.versions))}")
+    return (path if is_legacy(path) else version_dir(path, version)), version
+
+def resolve_model(path: str | Path, version: str | None = None) -> tuple[ChurnModel, str]:
+    "The verified model of the champion (or `version`) of `path`, a one-version model directory or a registry; and its version."
+    path = Path(path)
+    _, version = resolve_model_dir(path, version)
+    return model_of(path, version, read_registry(path)), version
 
 # %% ../nbs/02a_registry.ipynb #9ded2516
 def _table(root: Path) -> str:
