@@ -393,8 +393,9 @@ def test_readme_campaign_example(tmp_path, data_csv, model_dir):
     text = section("The retention desk")
     (commands,) = [b for b in blocks(text, "bash") if "churn_campaign" in b]
     cut, run_line = [l.split("#")[0].strip() for l in commands.strip().splitlines()]
-    assert cut == f"cut -d, -f1-20 {data_csv.name} > customers.csv", cut
-    with open(data_csv) as f, open(tmp_path / "customers.csv", "w") as out:
+    assert cut == 'mkdir -p runs && cut -d, -f1-20 "$CHURN_DATA" > runs/customers.csv', cut
+    (tmp_path / "runs").mkdir()
+    with open(data_csv) as f, open(tmp_path / "runs" / "customers.csv", "w") as out:
         for line in f: out.write(",".join(line.rstrip("\n").split(",")[:20]) + "\n")
     args = shlex.split(run_line)
     assert args[:3] == ["uv", "run", "churn_campaign"], args
@@ -402,7 +403,7 @@ def test_readme_campaign_example(tmp_path, data_csv, model_dir):
     assert r.returncode == 0, r.stderr
     (printed,) = [b for b in blocks(text, "") if "wrote 200 targets" in b]
     assert r.stdout == printed, r.stdout
-    header = (tmp_path / "targets.csv").read_text().splitlines()[0]
+    header = (tmp_path / "runs" / "targets.csv").read_text().splitlines()[0]
     assert header == "rank,customerID,churn_probability,offer,offer_label,offer_probability,value,cost,expected_saved,expected_net"
     assert all(f"`{c}`" in text for c in header.split(","))
 

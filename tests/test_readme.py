@@ -77,13 +77,12 @@ def _same_output(got: str, expected: str):
 
 
 def test_churn_score_example(tmp_path, data_csv):
-    "The batch-scoring commands, run as written (from a copy of the data), print what the README shows."
-    from churn_deploy.config import DATA_FILE
+    "The batch-scoring commands, run as written (with CHURN_DATA set), print what the README shows."
     sec = section("Batch scoring")
     (cmds,) = [b for b in blocks(sec, "bash") if "churn_score" in b]
     (shown,) = [b for b in blocks(sec, "") if "churn_probability" in b]
-    (tmp_path / DATA_FILE).symlink_to(data_csv)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "CHURN_MODEL_DIR": str(ROOT / "model")}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "CHURN_MODEL_DIR": str(ROOT / "model"),
+           "CHURN_DATA": str(data_csv)}
     r = subprocess.run(["bash", "-euo", "pipefail", "-c", cmds.replace("uv run ", "")], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -149,3 +148,77 @@ def test_without_the_data_the_run_fails_in_one_line(tmp_path, deselect):
     (line,) = [l for l in r.stdout.splitlines() if l.startswith("FAILED: ")]
     assert "1 test(s) skipped for want of the Telco churn CSV" in line and str(tmp_path / "missing.csv") in line, line
     assert "set CHURN_DATA=" in line and str(tmp_path / ".cache" / "churn-deploy") in line, line
+
+
+# ---------------------------------------------------------------- following an example leaves the tree clean
+
+MUTATES_MODELS = re.compile(r"\bchurn_retrain\b|\bchurn_models\s+(init|add|challenger|promote|rollback|route|prune)\b")
+WRITE_FLAGS = re.compile(r"--(?:out|output|report|prediction_log|prediction-log)\s+(\S+)")
+
+
+def _guides() -> dict[str, str]:
+    "The README and every guide page in docs/: the texts a reader follows."
+    return {"README.md": README, **{f"docs/{p.name}": p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}}
+
+
+def _written_paths(block: str) -> list[str]:
+    "The files and directories a bash block writes: command outputs, redirections and copies."
+    out = []
+    for line in block.splitlines():
+        line = line.split(" #")[0]
+        if line.lstrip().startswith("#"): continue
+        out += WRITE_FLAGS.findall(line)
+        out += re.findall(r"(?:^|(?<=[\s)]))>>?\s*(\S+)", line)
+        out += [m.split()[-1] for m in re.findall(r"\bcp\s+(?:-\w+\s+)*([^;&|]+)", line)]
+        out += re.findall(r"\bmkdir\s+(?:-p\s+)?(\S+)", line)
+    return [p.strip("\"');") for p in out]
+
+
+def _ignored_or_outside(path: str) -> bool:
+    if path in ("/dev/null", "/dev/stderr") or path.startswith(("/tmp/", "$TMPDIR", '"$TMPDIR')): return True
+    rel = re.sub(r"^\$PWD/", "", path)
+    return rel == "runs" or rel.startswith("runs/")
+
+
+def test_every_example_writes_only_where_git_ignores():
+    "Every bash block of the README and docs/ writes under runs/ (git-ignored) or a temporary place, and changes models only in a copy."
+    assert git("check-ignore", "-q", "runs/x.csv", cwd=ROOT).returncode == 0, "runs/ is not git-ignored"
+    checked = 0
+    for name, text in _guides().items():
+        for block in blocks(text, "bash"):
+            for path in _written_paths(block):
+                checked += 1
+                # the one exception, regenerating model/ byte for byte, is proven by test_retraining_reproduces_committed_model
+                if path == "model" and "SOURCE_DATE_EPOCH=" in block: continue
+                assert _ignored_or_outside(path), f"{name}: an example writes {path!r}, which git would see:\n{block}"
+            if MUTATES_MODELS.search(block):
+                safe = "--models runs/" in block or re.search(r"CHURN_MODEL_DIR=\$PWD/runs/", block) or name.startswith("docs/")
+                assert safe, f"{name}: an example changes the model directory without working on a copy in runs/:\n{block}"
+    assert checked >= 20, checked  # the scan found the examples' outputs, so it can fail
+
+
+def test_written_paths_finds_what_a_block_writes():
+    "The scanner sees flags, redirections, copies and mkdir, and lets 2>&1 and <(...) be."
+    block = ("uv run churn_score --input a.csv --output out.csv --prediction_log p.jsonl 2>&1\n"
+             "cp -r model models && mkdir -p runs\necho x > note.md; cat a >> runs/b  # > not.this\n"
+             "uvx pip-audit -r <(uv export)\n")
+    assert _written_paths(block) == ["out.csv", "p.jsonl", "models", "runs", "note.md", "runs/b"]
+    assert not _ignored_or_outside("out.csv") and _ignored_or_outside("$PWD/runs/models") and _ignored_or_outside("/tmp/x")
+
+
+def test_the_monitoring_example_leaves_git_status_clean(data_csv):
+    "The README's 'Monitoring offline' commands, run from the repository's root as a reader would, leave the tree as it was."
+    sec = README.split("\n### Monitoring offline\n", 1)[1].split("\n## ", 1)[0]
+    commands = "\n".join(blocks(sec, "bash")).replace("uv run ", "").replace("$(openssl rand -hex 24)", "0123456789abcdef0123456789abcdef")
+    before = git("status", "--porcelain", "--ignored=no", cwd=ROOT).stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    env |= {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "CHURN_DATA": str(data_csv), "CHURN_MODEL_DIR": str(ROOT / "model")}
+    try:
+        r = subprocess.run(["bash", "-uo", "pipefail", "-c", commands], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode in (0, 2), r.stderr  # drift warns: exit 2 is the example's own outcome
+        assert (ROOT / "runs" / "drift.md").is_file() and (ROOT / "runs" / "quality.md").is_file()
+        assert git("status", "--porcelain", "--ignored=no", cwd=ROOT).stdout == before
+    finally:
+        for name in ("month.csv", "fiber.csv", "scored.csv", "month.jsonl", "drift.md", "outcomes.csv", "quality.md"):
+            (ROOT / "runs" / name).unlink(missing_ok=True)
+        for d in ("drift-plots", "quality-plots"): shutil.rmtree(ROOT / "runs" / d, ignore_errors=True)
