@@ -5,29 +5,51 @@
 # %% ../nbs/02a_registry.ipynb #94e790ee
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
+import stat
 import sys
 import tempfile
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastcore.script import Param, call_parse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .config import META_FILE, MODEL_FILE
 from .predict import ChurnModel, ModelError, load_model, read_metadata
 
 # %% auto #0
-__all__ = ['REGISTRY_FILE', 'COMMANDS', 'Routing', 'RegistryFile', 'RegistryError', 'version_dir', 'is_legacy', 'read_registry',
-           'model_of', 'write_registry', 'add_version', 'init_registry', 'promote', 'rollback', 'set_challenger',
-           'route', 'reject', 'prune', 'canary_share', 'Served', 'load_served', 'registry_stamp', 'is_registry',
-           'resolve_model_dir', 'resolve_model', 'churn_models']
+__all__ = ['REGISTRY_FILE', 'MAX_REGISTRY_BYTES', 'Version', 'LOCK_FILE', 'LOCK_WAIT', 'COMMANDS', 'version_problem', 'Routing',
+           'RegistryFile', 'RegistryError', 'version_dir', 'is_legacy', 'read_registry', 'model_of', 'write_registry',
+           'registry_lock', 'add_version', 'init_registry', 'promote', 'rollback', 'set_challenger', 'route', 'reject',
+           'prune', 'canary_share', 'Served', 'load_served', 'registry_stamp', 'is_registry', 'resolve_model_dir',
+           'resolve_model', 'churn_models']
 
 # %% ../nbs/02a_registry.ipynb #ad51ab4d
 REGISTRY_FILE = "registry.json"
+MAX_REGISTRY_BYTES = 1_000_000  # 1 MB: thousands of versions; a bigger file is a mistake or an attack
+_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}")
+
+def version_problem(name) -> str | None:
+    "Why `name` cannot be a version's name, in one line; None when it can."
+    if isinstance(name, str) and _VERSION_RE.fullmatch(name): return None
+    shown = repr(name if len(name) <= 40 else name[:40] + "…") if isinstance(name, str) else f"of type {type(name).__name__}"
+    return (f"version {shown} is not a valid name: 1 to 128 letters, digits, '.', '+', '-' or '_', "
+            "starting with a letter or a digit")
+
+def _valid_version(name: str) -> str:
+    if problem := version_problem(name): raise ValueError(problem)
+    return name
+
+Version = Annotated[str, AfterValidator(_valid_version)]
 
 class Routing(BaseModel):
     "How requests reach the challenger: `off`, `shadow` (scored by both, answered by the champion) or `canary` (a sticky `fraction`)."
@@ -38,21 +60,32 @@ class Routing(BaseModel):
                       description="Mixed into the caller hash: a new salt reshuffles who is in the canary")
 
 class RegistryFile(BaseModel):
-    "The roles, the routing and each registered version's model.json sha256."
+    "The roles, the routing and each registered version's model.json sha256; a version holds at most one role."
     model_config = ConfigDict(extra="forbid")
-    champion: str
-    challenger: str | None = None
-    previous: str | None = None
-    rejected: list[str] = []
+    champion: Version
+    challenger: Version | None = None
+    previous: Version | None = None
+    rejected: list[Version] = []
     routing: Routing = Routing()
-    versions: dict[str, str] = Field(description="version → sha256 of its model.json")
+    versions: dict[Version, str] = Field(description="version → sha256 of its model.json")
+
+    def roles(self) -> dict[str, str]:
+        "Each version that holds a role → that role."
+        return {v: role for role, vs in self._holders() for v in vs}
+
+    def _holders(self):
+        return [("champion", [self.champion]), ("challenger", [self.challenger] if self.challenger else []),
+                ("previous", [self.previous] if self.previous else []), ("rejected", self.rejected)]
 
     @model_validator(mode="after")
     def _consistent(self):
-        for role in ("champion", "challenger", "previous"):
-            v = getattr(self, role)
-            if v is not None and v not in self.versions: raise ValueError(f"{role} {v!r} is not a registered version")
-        if self.challenger == self.champion: raise ValueError("the challenger must differ from the champion")
+        held = {}
+        for role, vs in self._holders():
+            for v in vs:
+                if v not in self.versions: raise ValueError(f"{role} {v!r} is not a registered version")
+                if v in held: raise ValueError(f"version {v!r} holds two roles: {held[v]} and {role}" if held[v] != role
+                                               else f"version {v!r} is listed twice as {role}")
+                held[v] = role
         if self.routing.mode != "off" and self.challenger is None:
             raise ValueError(f"routing mode {self.routing.mode!r} needs a challenger")
         if self.routing.mode == "canary" and not 0 < self.routing.fraction < 1:
@@ -62,50 +95,132 @@ class RegistryFile(BaseModel):
 # %% ../nbs/02a_registry.ipynb #a3702d67
 class RegistryError(ModelError): "A registry that is invalid, or a command it cannot carry out."
 
+def _inside(root: Path, path: Path) -> Path:
+    "`path`, if it resolves (symlinks followed) inside the registry `root`; else a one-line RegistryError."
+    real, top = path.resolve(), root.resolve()
+    if real == top or not real.is_relative_to(top): raise RegistryError(f"{path} leads outside the registry {root}")
+    return path
+
 def version_dir(root: str | Path, version: str) -> Path:
-    "The directory of `version` under a registry `root`."
-    return Path(root) / version
+    "The directory of `version` under a registry `root`: a valid name, inside `root` (symlinks included)."
+    if problem := version_problem(version): raise RegistryError(problem)
+    return _inside(Path(root), Path(root) / version)
 
 def is_legacy(root: str | Path) -> bool:
     "True for a model directory in the one-version layout: a model.json at the top and no registry."
     root = Path(root)
     return (root / META_FILE).exists() and not (root / REGISTRY_FILE).exists()
 
+def _read_capped(path: Path) -> bytes:
+    "The bytes of `path`, refused in one line over MAX_REGISTRY_BYTES, before they are read."
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(MAX_REGISTRY_BYTES + 1) if size <= MAX_REGISTRY_BYTES else b""
+    if size > MAX_REGISTRY_BYTES or len(data) > MAX_REGISTRY_BYTES:
+        raise RegistryError(f"{path} is {max(size, len(data)):,} bytes; a registry may hold at most {MAX_REGISTRY_BYTES:,}")
+    return data
+
+def _where(loc) -> str:
+    "A validation error's location, printable on one line whatever the names in it."
+    return ".".join(str(p) if re.fullmatch(r"[\w\[\]-]{1,40}", str(p)) else repr(str(p)[:40]) for p in loc) or "registry"
+
 def read_registry(root: str | Path, file: str | Path | None = None) -> RegistryFile:
     "The validated registry of `root` (a one-version registry for the old layout), or of `file` naming versions under `root`."
     root = Path(root)
     if file is None and is_legacy(root):
         meta = read_metadata(root)
-        return RegistryFile(champion=meta["version"], versions={meta["version"]: meta["file_sha256"]})
+        try: return RegistryFile(champion=meta["version"], versions={meta["version"]: meta["file_sha256"]})
+        except ValidationError as e: raise RegistryError(f"{root}/{META_FILE}: {e.errors(include_url=False)[0]['msg'].removeprefix('Value error, ')}") from None
     path = Path(file) if file is not None else root / REGISTRY_FILE
     if not path.is_file():
         raise RegistryError(f"no model in {root}: neither {META_FILE} nor {REGISTRY_FILE} found; train one with `churn_train --out {root}`")
-    try: return RegistryFile.model_validate_json(path.read_bytes())
+    try: return RegistryFile.model_validate_json(_read_capped(path))
     except OSError as e: raise RegistryError(f"cannot read {path}: {e.strerror or e}") from None
     except ValidationError as e:
         err = e.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in err["loc"]) or "registry"
-        raise RegistryError(f"{path}: {where}: {err['msg']}") from None
+        raise RegistryError(f"{path}: {_where(err['loc'])}: {err['msg'].removeprefix('Value error, ')}") from None
 
 def model_of(root: str | Path, version: str, reg: RegistryFile) -> ChurnModel:
     "The verified model of a registered `version`: its model.json must have the sha256 the registry recorded."
-    d = Path(root) if is_legacy(root) else version_dir(root, version)
+    if is_legacy(root): d = Path(root)
+    else:
+        d = version_dir(root, version)
+        for name in (META_FILE, MODEL_FILE):
+            if (d / name).exists() or (d / name).is_symlink(): _inside(Path(root), d / name)
     model = load_model(d, reg.versions[version])
-    if model.version != version: raise RegistryError(f"{d}/{META_FILE} holds version {model.version}, not {version}")
+    if model.version != version: raise RegistryError(f"{d}/{META_FILE} holds version {model.version!r}, not {version}")
     return model
 
+def _registry_owner(root: Path) -> tuple[int, int] | None:
+    "Whom new files belong to: the registry directory's owner when root writes them; None otherwise (the writer)."
+    if os.geteuid() != 0: return None
+    st = root.stat()
+    return st.st_uid, st.st_gid
+
+def _readable(path: Path, owner: tuple[int, int] | None):
+    "Make a file or directory the registry created readable by everyone, never more writable than it was; give it `owner`."
+    mode = stat.S_IMODE(path.lstat().st_mode)
+    os.chmod(path, (mode | (0o555 if path.is_dir() else 0o444)) & ~0o022)
+    if owner: os.chown(path, *owner, follow_symlinks=False)
+
 def write_registry(root: str | Path, reg: RegistryFile):
-    "Validate `reg` against the versions on disk, then replace `root/registry.json` atomically."
+    "Validate `reg` against the versions on disk, then replace `root/registry.json` atomically, keeping its owner and mode."
     root = Path(root)
     reg = RegistryFile.model_validate(reg.model_dump())  # the file's own rules, again
     for v in {reg.champion, reg.challenger, reg.previous} - {None}: model_of(root, v, reg)
+    text = (reg.model_dump_json(indent=2) + "\n").encode()
+    if len(text) > MAX_REGISTRY_BYTES:
+        raise RegistryError(f"the registry would hold {len(text):,} bytes, more than {MAX_REGISTRY_BYTES:,}; prune old versions")
+    target = root / REGISTRY_FILE
+    try: old = target.stat()
+    except FileNotFoundError: old = None
     fd, tmp = tempfile.mkstemp(prefix=".registry-", dir=root)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(reg.model_dump_json(indent=2) + "\n"); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, root / REGISTRY_FILE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text); f.flush()
+            os.fchmod(fd, stat.S_IMODE(old.st_mode) if old else 0o644)
+            owner = (old.st_uid, old.st_gid) if old else _registry_owner(root)
+            if owner and os.geteuid() == 0: os.fchown(fd, *owner)
+            elif old:  # not root: keep at least the group, if we belong to it
+                try: os.fchown(fd, -1, old.st_gid)
+                except OSError: pass
+            os.fsync(fd)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
+
+# %% ../nbs/02a_registry.ipynb #5e1f0b02
+LOCK_FILE = ".registry.lock"
+LOCK_WAIT = 30.0  # seconds a command waits for another one to finish
+_held = threading.local()  # the registries this thread holds the lock of: the lock is re-entrant
+
+@contextmanager
+def registry_lock(root: str | Path, wait: float | None = None):
+    "Hold the registry's exclusive lock (an `fcntl.flock` on `root/.registry.lock`) around a read-modify-write."
+    root = Path(root)
+    if not root.is_dir(): raise RegistryError(f"no model in {root}: the directory does not exist")
+    key = str(root.resolve())
+    held = _held.__dict__.setdefault("roots", set())
+    if key in held: yield; return
+    path = root / LOCK_FILE
+    try: fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e: raise RegistryError(f"cannot open the lock file {path}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != 0o644:  # umask aside: readable by the service
+            os.fchmod(fd, 0o644)
+            if owner := _registry_owner(root): os.fchown(fd, *owner)
+        deadline = time.monotonic() + (LOCK_WAIT if wait is None else wait)
+        while True:
+            try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RegistryError(f"another command is changing the registry {root} (it holds {path}); try again") from None
+                time.sleep(0.01)
+        held.add(key)
+        try: yield
+        finally: held.discard(key)
+    finally: os.close(fd)
 
 # %% ../nbs/02a_registry.ipynb #c396758d
 def add_version(root: str | Path, src: str | Path) -> str:
@@ -113,30 +228,39 @@ def add_version(root: str | Path, src: str | Path) -> str:
     root, src = Path(root), Path(src)
     meta = read_metadata(src)  # verified before anything is copied
     v = meta["version"]
-    reg = read_registry(root)
-    dest = version_dir(root, v)
-    if v in reg.versions:
-        if reg.versions[v] != meta["file_sha256"]: raise RegistryError(f"version {v} is already registered with other contents")
-        return v
-    if dest.exists(): raise RegistryError(f"{dest} exists but is not registered; remove it or register it by hand")
-    tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
-    for name in (META_FILE, MODEL_FILE):
-        if (src / name).exists(): shutil.copy2(src / name, tmp / name)
-    os.replace(tmp, dest)
-    write_registry(root, reg.model_copy(update={"versions": {**reg.versions, v: meta["file_sha256"]}}))
+    if problem := version_problem(v): raise RegistryError(f"{src}/{META_FILE}: {problem}")
+    with registry_lock(root):
+        reg = read_registry(root)
+        dest = version_dir(root, v)
+        if v in reg.versions:
+            if reg.versions[v] != meta["file_sha256"]: raise RegistryError(f"version {v} is already registered with other contents")
+            return v
+        if dest.exists() or dest.is_symlink(): raise RegistryError(f"{dest} exists but is not registered; remove it or register it by hand")
+        owner = _registry_owner(root)
+        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
+        try:
+            for name in (META_FILE, MODEL_FILE):
+                if (src / name).exists(): shutil.copy2(src / name, tmp / name); _readable(tmp / name, owner)
+            _readable(tmp, owner)
+            os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True); raise
+        write_registry(root, reg.model_copy(update={"versions": {**reg.versions, v: meta["file_sha256"]}}))
     return v
 
 def init_registry(root: str | Path) -> RegistryFile:
     "Turn a one-version model directory into a registry whose champion is that version."
     root = Path(root)
-    if not is_legacy(root): return read_registry(root)
-    reg = read_registry(root)
-    dest = version_dir(root, reg.champion)
-    dest.mkdir()
-    for name in (META_FILE, MODEL_FILE):
-        if (root / name).exists(): shutil.copy2(root / name, dest / name)
-    write_registry(root, reg)
-    for name in (META_FILE, MODEL_FILE): (root / name).unlink(missing_ok=True)
+    with registry_lock(root):
+        if not is_legacy(root): return read_registry(root)
+        reg = read_registry(root)
+        dest, owner = version_dir(root, reg.champion), _registry_owner(root)
+        dest.mkdir()
+        for name in (META_FILE, MODEL_FILE):
+            if (root / name).exists(): shutil.copy2(root / name, dest / name); _readable(dest / name, owner)
+        _readable(dest, owner)
+        write_registry(root, reg)
+        for name in (META_FILE, MODEL_FILE): (root / name).unlink(missing_ok=True)
     return reg
 
 # %% ../nbs/02a_registry.ipynb #332b8037
@@ -146,55 +270,78 @@ def _update(root, **changes) -> RegistryFile:
     write_registry(root, new)
     return new
 
+def _known(reg: RegistryFile, version: str) -> str:
+    if problem := version_problem(version): raise RegistryError(problem)
+    if version not in reg.versions: raise RegistryError(f"unknown version {version!r}; `churn_models list` shows them")
+    return version
+
+def _off(reg: RegistryFile) -> dict: return Routing(salt=reg.routing.salt).model_dump()
+
 def promote(root: str | Path, version: str) -> RegistryFile:
     "Make `version` the champion; the old champion becomes `previous`."
-    reg = read_registry(root)
-    if version not in reg.versions: raise RegistryError(f"unknown version {version!r}; `churn_models list` shows them")
-    if version == reg.champion: raise RegistryError(f"{version} is already the champion")
-    ch = None if reg.challenger == version else reg.challenger
-    routing = reg.routing if ch else Routing(salt=reg.routing.salt)
-    return _update(root, champion=version, previous=reg.champion, challenger=ch, routing=routing.model_dump(),
-                   rejected=[r for r in reg.rejected if r != version])
+    with registry_lock(root):
+        reg = read_registry(root)
+        _known(reg, version)
+        if version == reg.champion: raise RegistryError(f"{version} is already the champion")
+        ch = None if reg.challenger == version else reg.challenger
+        return _update(root, champion=version, previous=reg.champion, challenger=ch,
+                       routing=reg.routing.model_dump() if ch else _off(reg), rejected=[r for r in reg.rejected if r != version])
 
 def rollback(root: str | Path) -> RegistryFile:
     "Swap the champion and the previous champion."
-    reg = read_registry(root)
-    if reg.previous is None: raise RegistryError("nothing to roll back to: no previous champion")
-    ch = None if reg.challenger == reg.previous else reg.challenger
-    routing = reg.routing if ch else Routing(salt=reg.routing.salt)
-    return _update(root, champion=reg.previous, previous=reg.champion, challenger=ch, routing=routing.model_dump())
+    with registry_lock(root):
+        reg = read_registry(root)
+        if reg.previous is None: raise RegistryError("nothing to roll back to: no previous champion")
+        return _update(root, champion=reg.previous, previous=reg.champion)
 
 def set_challenger(root: str | Path, version: str | None, mode: str = "shadow", fraction: float = 0.0) -> RegistryFile:
-    "Make `version` the challenger (None: no challenger) with the given routing."
-    reg = read_registry(root)
-    if version is not None and version not in reg.versions: raise RegistryError(f"unknown version {version!r}")
-    routing = {**reg.routing.model_dump(), "mode": mode if version else "off", "fraction": fraction if version else 0.0}
-    return _update(root, challenger=version, routing=routing)
+    "Make `version` the challenger (None: no challenger) with the given routing; it leaves any other role it had."
+    with registry_lock(root):
+        reg = read_registry(root)
+        if version is None: return _update(root, challenger=None, routing=_off(reg))
+        _known(reg, version)
+        if version == reg.champion: raise RegistryError(f"{version} is the champion; it cannot also be the challenger")
+        return _update(root, challenger=version, routing={**reg.routing.model_dump(), "mode": mode, "fraction": fraction},
+                       previous=None if reg.previous == version else reg.previous, rejected=[r for r in reg.rejected if r != version])
 
 def route(root: str | Path, mode: str, fraction: float | None = None) -> RegistryFile:
     "Set the routing mode (and the canary fraction)."
-    reg = read_registry(root)
-    routing = {**reg.routing.model_dump(), "mode": mode}
-    if fraction is not None: routing["fraction"] = fraction
-    if mode != "canary" and fraction is None: routing["fraction"] = 0.0
-    return _update(root, routing=routing)
+    with registry_lock(root):
+        reg = read_registry(root)
+        routing = {**reg.routing.model_dump(), "mode": mode}
+        if fraction is not None: routing["fraction"] = fraction
+        if mode != "canary" and fraction is None: routing["fraction"] = 0.0
+        return _update(root, routing=routing)
 
 def reject(root: str | Path, version: str) -> RegistryFile:
-    "Record `version` as rejected (it keeps its directory and its report)."
-    reg = read_registry(root)
-    return _update(root, rejected=sorted({*reg.rejected, version}))
+    "Record `version` as rejected (it keeps its directory and its report); it leaves any other role it had."
+    with registry_lock(root):
+        reg = read_registry(root)
+        _known(reg, version)
+        if version == reg.champion: raise RegistryError(f"{version} is the champion; promote or roll back to another version first")
+        changes = {"challenger": None, "routing": _off(reg)} if reg.challenger == version else {}
+        return _update(root, **changes, previous=None if reg.previous == version else reg.previous,
+                       rejected=sorted({*reg.rejected, version}))
+
+def _remove(root: Path, version: str):
+    "Delete a version's directory; a symlink is removed itself, never followed."
+    d = version_dir(root, version)
+    if d.is_symlink(): d.unlink()
+    elif d.exists(): shutil.rmtree(d)
 
 def prune(root: str | Path, keep: int) -> list[str]:
-    "Delete all but the `keep` newest versions, never one with a role; return the deleted versions."
+    "Delete all but the `keep` newest versions, never one with a role but rejected; return the deleted versions."
     if keep < 1: raise RegistryError("--keep must be at least 1")
-    reg = read_registry(root)
-    created = {v: read_metadata(version_dir(root, v)).get("created_at", "") for v in reg.versions}
-    newest = sorted(reg.versions, key=lambda v: (created[v], v), reverse=True)[:keep]
-    keepers = set(newest) | ({reg.champion, reg.challenger, reg.previous} - {None})
-    gone = [v for v in reg.versions if v not in keepers]
-    _update(root, versions={v: h for v, h in reg.versions.items() if v in keepers},
-            rejected=[r for r in reg.rejected if r in keepers])
-    for v in gone: shutil.rmtree(version_dir(root, v), ignore_errors=True)
+    root = Path(root)
+    with registry_lock(root):
+        reg = read_registry(root)
+        created = {v: read_metadata(version_dir(root, v)).get("created_at", "") for v in reg.versions}
+        newest = sorted(reg.versions, key=lambda v: (created[v], v), reverse=True)[:keep]
+        keepers = set(newest) | ({reg.champion, reg.challenger, reg.previous} - {None})
+        gone = [v for v in reg.versions if v not in keepers]
+        _update(root, versions={v: h for v, h in reg.versions.items() if v in keepers},
+                rejected=[r for r in reg.rejected if r in keepers])
+        for v in gone: _remove(root, v)
     return gone
 
 # %% ../nbs/02a_registry.ipynb #f5dec9eb
@@ -242,7 +389,10 @@ class Served:
 def load_served(root: str | Path, pin: str | None = None, file: str | Path | None = None) -> Served:
     "Load the champion and challenger of `root`'s registry (or of `file`), each verified; `pin`: a one-version directory's sha256."
     root = Path(root)
-    if file is None and is_legacy(root): return Served(load_model(root, pin), None, Routing(mode="off", salt="legacy"))
+    if file is None and is_legacy(root):
+        model = load_model(root, pin)
+        if problem := version_problem(model.version): raise RegistryError(f"{root}/{META_FILE}: {problem}")
+        return Served(model, None, Routing(mode="off", salt="legacy"))
     reg = read_registry(root, file)
     return Served(model_of(root, reg.champion, reg), model_of(root, reg.challenger, reg) if reg.challenger else None,
                   reg.routing, reg.previous)
@@ -266,6 +416,7 @@ def resolve_model_dir(path: str | Path, version: str | None = None) -> tuple[Pat
         raise RegistryError(f"{path} is neither a model directory ({META_FILE}) nor a registry ({REGISTRY_FILE})")
     reg = read_registry(path)
     if version is None: version = reg.champion
+    if problem := version_problem(version): raise RegistryError(problem)
     if version not in reg.versions:
         raise RegistryError(f"unknown version {version!r} in {path}; known: {', '.join(sorted(reg.versions))}")
     return (path if is_legacy(path) else version_dir(path, version)), version
@@ -279,7 +430,7 @@ def resolve_model(path: str | Path, version: str | None = None) -> tuple[ChurnMo
 # %% ../nbs/02a_registry.ipynb #9ded2516
 def _table(root: Path) -> str:
     reg = read_registry(root)
-    roles = {reg.champion: "champion", reg.challenger: "challenger", reg.previous: "previous", **{r: "rejected" for r in reg.rejected}}
+    roles = reg.roles()
     lines = [f"{'version':24} {'role':10} {'created':25} {'test AUC':>8} {'Brier':>7}"]
     for v in sorted(reg.versions, key=lambda v: read_metadata(Path(root) if is_legacy(root) else version_dir(root, v)).get("created_at", "")):
         meta = read_metadata(Path(root) if is_legacy(root) else version_dir(root, v))
@@ -289,11 +440,11 @@ def _table(root: Path) -> str:
     lines.append(f"routing: {r.mode}" + (f", fraction {r.fraction:g}" if r.mode == "canary" else "") + f", salt {r.salt}")
     return "\n".join(lines)
 
-COMMANDS = ("list", "init", "add", "challenger", "promote", "rollback", "route", "prune")
+COMMANDS = ("list", "init", "add", "challenger", "promote", "rollback", "route", "reject", "prune")
 
 @call_parse
 def churn_models(command: Param(f"One of: {', '.join(COMMANDS)}", str),
-                 arg: Param("add: a trained model DIR; challenger: a VERSION or none; promote: the VERSION; "
+                 arg: Param("add: a trained model DIR; challenger: a VERSION or none; promote, reject: the VERSION; "
                             "route: off, shadow or canary", str, nargs="?", opt=False) = None,
                  fraction: float = None, # route canary: the share of callers sent to the challenger
                  keep: int = None, # prune: how many of the newest versions to keep (roles are always kept)
@@ -304,6 +455,8 @@ def churn_models(command: Param(f"One of: {', '.join(COMMANDS)}", str),
     root = Path(models) if models else Path(get_settings().model_dir)
     try:
         if command not in COMMANDS: raise RegistryError(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
+        if command in ("challenger", "promote", "reject") and arg not in (None, "none") and (problem := version_problem(arg)):
+            raise RegistryError(problem)
         if command == "list": return print(_table(root))
         if command == "init": init_registry(root)
         elif command == "add":
@@ -317,6 +470,9 @@ def churn_models(command: Param(f"One of: {', '.join(COMMANDS)}", str),
             if not arg: raise RegistryError("promote needs a VERSION")
             promote(root, arg)
         elif command == "rollback": rollback(root)
+        elif command == "reject":
+            if not arg: raise RegistryError("reject needs a VERSION")
+            reject(root, arg)
         elif command == "route":
             if arg not in ("off", "shadow", "canary"): raise RegistryError("route needs off, shadow or canary")
             route(root, arg, fraction)
