@@ -12,17 +12,18 @@ import secrets
 
 import orjson
 from fastapi.responses import Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic_core import PydanticCustomError
 from typing import Annotated
 
 from .data import CATEGORICAL, DOMAINS, FEATURES, NUMERIC_RANGES, SAMPLE_CUSTOMER
 
 # %% auto #0
-__all__ = ['Customer', 'MAX_FIELD_ERRORS', 'REQUEST_ID', 'MAX_OBJECT_KEYS', 'ERROR_TEXT', 'CUSTOMER_BODY_LIMIT', 'batch_models',
-           'Prediction', 'BatchPrediction', 'Contribution', 'Explanation', 'FieldError', 'ErrorDetail', 'ErrorResponse',
-           'error_response', 'field_errors', 'validation_error', 'BodyTooLarge', 'BadRequest', 'check_json_headers',
-           'read_json', 'ClientGone', 'count_keys', 'key_problem', 'ShapeError', 'check_shape']
+__all__ = ['Customer', 'CUSTOMER_ID_MAX', 'CustomerId', 'MAX_FIELD_ERRORS', 'REQUEST_ID', 'MAX_OBJECT_KEYS', 'ERROR_TEXT',
+           'CUSTOMER_BODY_LIMIT', 'batch_models', 'Prediction', 'BatchPrediction', 'Contribution', 'Explanation',
+           'FieldError', 'ErrorDetail', 'ErrorResponse', 'error_response', 'field_errors', 'validation_error',
+           'BodyTooLarge', 'BadRequest', 'check_json_headers', 'read_json', 'ClientGone', 'count_keys', 'key_problem',
+           'ShapeError', 'check_shape']
 
 # %% ../nbs/03_api.ipynb #2514314a
 _DESCRIPTIONS = {"tenure": "Months as a customer", "monthlycharges": "Monthly charge, dollars",
@@ -53,13 +54,34 @@ Customer = _customer_model("forbid")
 # %% ../nbs/03_api.ipynb #a1b12542
 _LenientCustomer = _customer_model("ignore")
 _STRICT = ConfigDict(extra="forbid", strict=True)
+CUSTOMER_ID_MAX = 128
+_CUSTOMER_ID = re.compile(r"[!#-\[\]-z|~](?:[ !#-\[\]-z|~]{0,%d}[!#-\[\]-z|~])?" % (CUSTOMER_ID_MAX - 2))
+
+def _customer_id(v: str) -> str:
+    if not _CUSTOMER_ID.fullmatch(v):
+        raise PydanticCustomError("customer_id", f"a customer id is 1 to {CUSTOMER_ID_MAX} visible ASCII characters "
+                                  "(inner spaces allowed), without quotes, backslashes or braces")
+    return v
+
+CustomerId = Annotated[str, AfterValidator(_customer_id)]
+
+def _one_id_each(cls, ids, info):
+    "As many ids as customers; checked only once the customers are valid."
+    if ids is not None and "customers" in info.data and len(ids) != (n := len(info.data["customers"])):
+        raise PydanticCustomError("length_mismatch", f"{len(ids)} ids for {n} customers: give one id per customer, in order")
+    return ids
 
 def batch_models(max_batch: int) -> tuple[type[BaseModel], type[BaseModel]]:
     "The documented `BatchRequest` (strict customers) and its bounded validator, for batches of up to `max_batch`."
+    ids = (list[CustomerId] | None, Field(None, max_length=max_batch, description="Optional: each customer's id, in order "
+                                          "(hashed into the prediction log, like `X-Customer-Id`)"))
+    check_ids = {"one_id_each": field_validator("customer_ids")(_one_id_each)}
     doc = create_model("BatchRequest", __config__=_STRICT, __doc__=f"1 to {max_batch:,} customers, scored in order.",
-                       customers=(list[Customer], Field(min_length=1, max_length=max_batch)))
-    check = create_model("BatchRequest", __config__=_STRICT,
-                         customers=(list[_LenientCustomer], Field(min_length=1, max_length=max_batch, fail_fast=True)))
+                       __validators__=check_ids, customers=(list[Customer], Field(min_length=1, max_length=max_batch)),
+                       customer_ids=ids)
+    check = create_model("BatchRequest", __config__=_STRICT, __validators__=check_ids,
+                         customers=(list[_LenientCustomer], Field(min_length=1, max_length=max_batch, fail_fast=True)),
+                         customer_ids=ids)
     return doc, check
 
 # %% ../nbs/03_api.ipynb #64c3596f

@@ -6,11 +6,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
+import re
 import signal
 import threading
 from contextlib import asynccontextmanager
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated
 
 import orjson
@@ -24,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
+from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 
 from .api import (CUSTOMER_BODY_LIMIT, ERROR_TEXT, REQUEST_ID, BadRequest, BodyTooLarge, BatchPrediction, ClientGone, Customer,
@@ -37,10 +42,10 @@ from .middleware import (OPEN_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, Clie
                                      RateLimiter, RateLimitMiddleware, ServiceMetrics, charge)
 from .predict import ChurnModel, ModelError
 from .observe import DriftMetrics, PredictionLog
-from .registry import Served, load_served, registry_stamp
+from .registry import Served, is_legacy, load_served, registry_stamp
 
 # %% auto #0
-__all__ = ['ModelDep', 'NotReady', 'Draining', 'get_model', 'FastRoute', 'create_app']
+__all__ = ['ModelDep', 'DOC_PAGES', 'NotReady', 'Draining', 'get_model', 'FastRoute', 'create_app']
 
 # %% ../nbs/03c_serve.ipynb #1ea0b6b2
 class NotReady(Exception): "No model is loaded."
@@ -62,11 +67,12 @@ def _drain_on_signals(app: FastAPI, metrics: ServiceMetrics, grace: float):
         prev = signal.getsignal(sig)
         if not callable(prev): continue
         def handler(signum, frame, prev=prev):
-            app.state.draining = True
-            metrics.draining.set(1)
-            # logged from the loop, not from inside the signal handler, so no line is cut in two
-            loop.call_soon_threadsafe(log.info, "%s: draining; /ready answers 503, in-flight requests get %.0f s to finish",
-                                      signal.Signals(signum).name, grace)
+            if not app.state.draining:  # a second signal (the process group's, then the supervisor's) changes nothing
+                app.state.draining = True
+                metrics.draining.set(1)
+                # logged from the loop, not from inside the signal handler, so no line is cut in two
+                loop.call_soon_threadsafe(log.info, "%s: draining; /ready answers 503, in-flight requests get %.0f s to finish",
+                                          signal.Signals(signum).name, grace)
             prev(signum, frame)
         signal.signal(sig, handler)
 
@@ -80,22 +86,32 @@ def _install(app: FastAPI, served: Served, metrics: ServiceMetrics):
     metrics.model.info({"version": served.champion.version, "sha256": served.champion.sha256,
                         "challenger": served.challenger.version if served.challenger else "", "routing": served.routing.mode})
 
-async def _watch_registry(app: FastAPI, root, file, every: float, metrics: ServiceMetrics):
+_PINNED = ("one version, pinned",)
+
+async def _watch_registry(app: FastAPI, root, file, every: float, metrics: ServiceMetrics, pinned: bool = False):
     "Swap in the registry's new state whenever its file changes; keep the old state if the new one fails its checks."
-    stamp, refused = registry_stamp(root, file), None
+    def look():  # a pinned one-version model.json is never reloaded; the directory turning into a registry is
+        return _PINNED if pinned and file is None and is_legacy(root) else registry_stamp(root, file)
+    stamp, refused = look(), None
     while True:
         await asyncio.sleep(every)
-        now = registry_stamp(root, file)
+        now = look()
         if now in (stamp, refused) or not now: continue
+        if now == _PINNED:  # a registry turned back into one model.json, which nothing has verified
+            stamp = now
+            log.warning("%s is a one-version directory again; still serving %s (restart to serve its model.json)", root,
+                        app.state.model_version)
+            continue
         try: served = await to_thread.run_sync(lambda: load_served(root, file=file))
         except (ModelError, OSError, ValueError) as e:
             refused = now
             log.error("registry change refused, still serving %s: %s", app.state.model_version, str(e)[:300])
             continue
-        stamp, refused = now, None
+        became, stamp, refused = stamp == _PINNED, now, None
         _install(app, served, metrics)
         ch = served.challenger.version if served.challenger else None
-        log.info("registry changed (pid %d): champion %s, challenger %s, routing %s", os.getpid(), served.champion.version, ch,
+        log.info("registry changed (pid %d)%s: champion %s, challenger %s, routing %s", os.getpid(),
+                 f": {root} became a registry, followed from now on" if became else "", served.champion.version, ch,
                  served.routing.mode)
 
 def _customer_id(scope) -> str | None:
@@ -112,13 +128,17 @@ def _caller(scope) -> str:
 def _pick(served: Served, scope) -> tuple[ChurnModel, str]:
     return served.pick(_caller(scope)) if served.routing.mode == "canary" else (served.champion, "champion")
 
-def _observe(app: FastAPI, scope, model: ChurnModel, role: str, rows: list[dict], probs: list[float], shadow=None):
+def _observe(app: FastAPI, scope, model: ChurnModel, role: str, rows: list[dict], probs: list[float], shadow=None,
+             customer_ids: list[str] | None = None):
     "Drift counters and the prediction log for scored rows: tallied or queued, never written on the request path."
     if (drift := app.state.drift) is not None:
         drift.count(model.version, rows, probs)
         if shadow: drift.count_scores(shadow[0], shadow[1])
     if (plog := app.state.prediction_log) is not None and plog.keeps(_caller(scope)):
-        plog.record(REQUEST_ID.get(), _customer_id(scope), model.version, role, rows, probs, model.threshold, shadow)
+        rid, v, t = REQUEST_ID.get(), model.version, model.threshold
+        if customer_ids is None: return plog.record(rid, _customer_id(scope), v, role, rows, probs, t, shadow)
+        for i, (cid, row, p) in enumerate(zip(customer_ids, rows, probs)):  # a batch's own ids, one record each
+            plog.record(rid, cid, v, role, (row,), (p,), t, (shadow[0], (shadow[1][i],)) if shadow else None)
 
 # %% ../nbs/03c_serve.ipynb #b70f97d1
 class FastRoute(APIRoute):
@@ -146,9 +166,10 @@ class _KeyError(Exception):
     def __init__(self, field, msg): super().__init__(msg); self.field, self.msg = field, msg
 
 # %% ../nbs/03c_serve.ipynb #194602b3
-def create_app(settings: Settings | None = None) -> FastAPI:
-    "The churn prediction service, configured by `settings` (default: the environment)."
+def create_app(settings: Settings | None = None, follow: Path | None = None) -> FastAPI:
+    "The churn prediction service, configured by `settings` (default: the environment); `follow`: the directory to watch."
     s = settings or get_settings()
+    watched = Path(follow or s.model_dir)  # churn_serve serves a pinned copy of a one-version directory, and watches the original
     metrics = ServiceMetrics()
     BatchRequest, BatchCheck = batch_models(s.max_batch)
 
@@ -163,9 +184,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             key = s.prediction_log_key.get_secret_value() if s.prediction_log_key else None
             app.state.prediction_log = PredictionLog(s.prediction_log_sample, s.prediction_log_file, key, s.prediction_log_max_bytes,
                                                      s.prediction_log_backups).start()
-        watcher = asyncio.create_task(_watch_registry(app, s.model_dir, s.registry_file, s.registry_poll, metrics))
+        pinned = s.model_sha256 is not None and is_legacy(s.model_dir)
+        watcher = asyncio.create_task(_watch_registry(app, watched, s.registry_file, s.registry_poll, metrics, pinned))
         ch = f", challenger {served.challenger.version} ({served.routing.mode})" if served.challenger else ""
-        log.info("model %s loaded from %s (model.json sha256 %s)%s", served.champion.version, s.model_dir,
+        log.info("model %s loaded from %s (model.json sha256 %s)%s", served.champion.version, watched,
                  served.champion.sha256[:12], ch)
         yield
         watcher.cancel()
@@ -200,8 +222,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _observe(app, request.scope, model, role, (x,), (p,), shadow)
         return _json({"churn_probability": p, "churn": p >= model.threshold, "model_version": model.version}, model.version, role)
 
-    def score_batch(served: Served, scope, body: bytes) -> Response:
-        rows = [c.__dict__ for c in BatchCheck.model_validate_json(body).customers]
+    def score_batch(served: Served, scope, batch) -> Response:
+        rows = [c.__dict__ for c in batch.customers]
         model, role = _pick(served, scope)
         probs = model.predict_many(rows)
         metrics.scored(model.version, role, probs)
@@ -211,28 +233,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             qs = sh.predict_many(rows)
             metrics.shadowed(sh.version, [p >= t for p in probs], [q >= sh.threshold for q in qs])
             shadow = (sh.version, qs)
-        _observe(app, scope, model, role, rows, probs, shadow)
+        _observe(app, scope, model, role, rows, probs, shadow, batch.customer_ids)
         return _json({"predictions": [{"churn_probability": p, "churn": p >= t, "model_version": v, "role": role} for p in probs]},
                      v, role)
 
-    def check_batch(body: bytes) -> int:
+    def check_batch(body: bytes):
         check_shape(body, s.max_batch)
-        n = len(BatchCheck.model_validate_json(body).customers)
-        _no_repeats(body, len(FEATURES) * n + 1, batch=True)
-        return n
+        batch = BatchCheck.model_validate_json(body)
+        _no_repeats(body, len(FEATURES) * len(batch.customers) + 1 + (batch.customer_ids is not None), batch=True)
+        return batch
 
     async def predict_batch(request: Request) -> Response:
         served, scope, receive = app.state.served, request.scope, request.receive
         if not _is_small(scope["headers"]):
             async with app.state.batch_slots:  # at most batch_threads big bodies in memory at once
                 body = await read_json(receive, scope["headers"], s.max_body_bytes)
-                n = await to_thread.run_sync(check_batch, body)
-                if refused := await charge(scope, n - 1): return refused
-                return await to_thread.run_sync(score_batch, served, scope, body)
+                batch = await to_thread.run_sync(check_batch, body)
+                if refused := await charge(scope, len(batch.customers) - 1): return refused
+                return await to_thread.run_sync(score_batch, served, scope, batch)
         body = await read_json(receive, scope["headers"], s.max_body_bytes)
-        n = check_batch(body)
-        if refused := await charge(scope, n - 1): return refused
-        return score_batch(served, scope, body)
+        batch = check_batch(body)
+        if refused := await charge(scope, len(batch.customers) - 1): return refused
+        return score_batch(served, scope, batch)
 
     async def explain(request: Request) -> Response:
         body = await read_json(request.receive, request.scope["headers"], CUSTOMER_BODY_LIMIT)
@@ -256,7 +278,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
              response_model=None, **_doc(None, None, 503))
     async def ready(model: ModelDep) -> dict:
         if app.state.draining: raise Draining()
-        return {"status": "ready", "model_version": model.version}
+        body = {"status": "ready", "model_version": model.version}
+        if (health := getattr(app.state.rate_limiter, "health", None)) is not None:
+            body["rate_limit"] = health()  # a degraded storage is reported, never a reason to fail readiness
+        return body
 
     @app.get("/model", tags=["model"], summary="Metadata of the champion, and every loaded version with the routing",
              response_model=None, **_doc(None, None, 429, 503))
@@ -278,8 +303,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # add_middleware puts each new one outermost: this reads from the inside out. The page and its assets are
     # static and hold no data: they need no key and cost no rate limit (exact paths: "/" is not a prefix of the API).
     app.add_middleware(BodyLimitMiddleware, limit=s.max_body_bytes)
-    if s.rate_limit:
-        app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(s.rate_limit, s.rate_limit_storage, metrics), free_exact=PAGE_PATHS)
+    app.state.rate_limiter = RateLimiter(s.rate_limit, s.rate_limit_storage, metrics) if s.rate_limit else None
+    if s.rate_limit: app.add_middleware(RateLimitMiddleware, limiter=app.state.rate_limiter, free_exact=PAGE_PATHS)
     if keys: app.add_middleware(ApiKeyMiddleware, keys=keys, open_exact=PAGE_PATHS)
     if s.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=s.cors_origins, allow_methods=["GET", "POST"], allow_credentials=False,
@@ -289,6 +314,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(EdgeMiddleware, metrics=metrics, client=ClientAddress(s.trusted_proxy), access_log=s.access_log,
                        max_headers=s.max_headers, max_header_bytes=s.max_header_bytes)
     _install_error_handlers(app)
+    _guard_doc_pages(app)
     _document_schemas(app, [Customer, BatchRequest, Prediction, BatchPrediction, Explanation, ErrorResponse], bool(keys))
     return app
 
@@ -358,6 +384,35 @@ def _document_schemas(app: FastAPI, models: list[type[BaseModel]], secured: bool
                         op["responses"]["401"] = {"description": ERROR_TEXT[401], "content": _ref("ErrorResponse")}
         return schema
     app.openapi = openapi
+
+DOC_PAGES = ("/docs", "/docs/oauth2-redirect", "/redoc")
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
+
+def _doc_policy(html: bytes) -> str:
+    "A docs page's Content-Security-Policy: scripts and styles from the service, its own inline scripts by hash, no framing."
+    inline = "".join(f" 'sha256-{base64.b64encode(hashlib.sha256(s).digest()).decode()}'" for s in _INLINE_SCRIPT.findall(html))
+    return (f"default-src 'none'; script-src 'self'{inline}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; "
+            "form-action 'none'")
+
+def _with_policy(inner):
+    async def guarded(scope, receive, send):
+        start = None
+        async def hold(msg):  # the policy hashes the page, so the head waits for the (one-message) body
+            nonlocal start
+            if msg["type"] == "http.response.start": start = msg; return
+            if start is not None:
+                headers = MutableHeaders(raw=start["headers"])
+                headers["Content-Security-Policy"], headers["X-Frame-Options"] = _doc_policy(msg.get("body", b"")), "DENY"
+                await send(start); start = None
+            await send(msg)
+        await inner(scope, receive, hold)
+    return guarded
+
+def _guard_doc_pages(app: FastAPI):
+    "Give the docs pages a Content-Security-Policy and frame protection, as the desk's page has."
+    for route in app.router.routes:
+        if getattr(route, "path", None) in DOC_PAGES: route.app = _with_policy(route.app)
 
 # %% ../nbs/03c_serve.ipynb #06c906e6
 @lru_cache
