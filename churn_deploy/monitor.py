@@ -29,13 +29,14 @@ if TYPE_CHECKING:
 
 # %% auto #0
 __all__ = ['PSI_EPS', 'UNKNOWN', 'SCORE', 'DECILES', 'PREDICTION_LOGGER', 'ROLES', 'EXIT_OK', 'EXIT_ERROR', 'EXIT_WARN',
-           'EXIT_FAIL', 'AUC_DROP', 'RESAMPLES', 'CHURNED', 'COMMANDS', 'reference_profile', 'drift_features',
-           'bucket_labels', 'bucket_of', 'reference_proportions', 'psi', 'js_divergence', 'js_distance', 'profile',
-           'drift_of', 'drift_of_frame', 'shift_numeric', 'double_category', 'customer_hash', 'rfc3339',
-           'prediction_record', 'MonitorError', 'parse_time', 'check_record', 'read_prediction_log', 'ModelVersions',
-           'DriftGroup', 'drift_groups', 'drift_status', 'bucket_names', 'check_drift', 'auc', 'brier',
+           'EXIT_FAIL', 'AUC_DROP', 'RESAMPLES', 'CHURNED', 'AB_EXIT', 'COMMANDS', 'reference_profile',
+           'drift_features', 'bucket_labels', 'bucket_of', 'reference_proportions', 'psi', 'js_divergence',
+           'js_distance', 'profile', 'drift_of', 'drift_of_frame', 'shift_numeric', 'double_category', 'customer_hash',
+           'rfc3339', 'prediction_record', 'MonitorError', 'parse_time', 'check_record', 'read_prediction_log',
+           'ModelVersions', 'DriftGroup', 'drift_groups', 'drift_status', 'bucket_names', 'check_drift', 'auc', 'brier',
            'calibration_error', 'with_intervals', 'rate_interval', 'Predicted', 'read_scored', 'read_predictions',
-           'read_outcomes', 'join_outcomes', 'log_key', 'check_performance', 'churn_monitor']
+           'read_outcomes', 'join_outcomes', 'live_ab', 'log_key', 'challengers', 'ab_readout', 'check_performance',
+           'churn_monitor']
 
 # %% ../nbs/05_monitor.ipynb #8cb9b43a
 PSI_EPS = 1e-4  # the smallest proportion PSI uses: an empty bucket counts as 0.01 %
@@ -241,27 +242,37 @@ def check_record(rec: dict, where: str) -> dict:
     try: parse_time(rec["time"])
     except ValueError: raise MonitorError(f"{where}: time {rec['time'][:40]!r} is not an RFC 3339 time") from None
     for k, ok in (("customer", lambda v: v is None or isinstance(v, str)), ("model_role", lambda v: v in ROLES),
-                  ("churn", lambda v: isinstance(v, bool)), ("request_id", lambda v: isinstance(v, str))):
+                  ("churn", lambda v: isinstance(v, bool)), ("request_id", lambda v: isinstance(v, str)),
+                  ("shadow_version", lambda v: isinstance(v, str) and v), ("shadow_probability", lambda v: _is_number(v) and 0 <= v <= 1)):
         if k in rec and not ok(rec[k]): raise MonitorError(f"{where}: {k} is {str(rec[k])[:60]!r}")
+    if ("shadow_version" in rec) != ("shadow_probability" in rec): raise MonitorError(f"{where}: a shadow_version needs its shadow_probability")
     feats = rec["features"]
     if missing := [f for f in FEATURES if f not in feats]: raise MonitorError(f"{where}: features lack {', '.join(missing[:3])}")
     for f in NUMERICAL:
         if not _is_number(feats[f]): raise MonitorError(f"{where}: features.{f} is {str(feats[f])[:40]!r}, not a number")
     return rec
 
-def read_prediction_log(path: str | Path) -> list[dict]:
+def _warn(msg: str): print(f"churn_monitor: warning: {msg}", file=sys.stderr)
+
+def read_prediction_log(path: str | Path, # A JSON-lines file
+                        warn=_warn, # Called with the one line about a torn last line (default: printed on stderr)
+                       ) -> list[dict]:
     "The prediction records of a JSON-lines file: a prediction log, or the service's stdout (other loggers skipped)."
     records = []
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:  # bytes: a write cut short can also cut a UTF-8 character in two
             for i, line in enumerate(f, 1):
                 if not line.strip(): continue
                 try: rec = json.loads(line)
                 except ValueError: rec = None
+                if rec is None and not line.endswith(b"\n"):  # only the last line can lack its newline
+                    warn(f"{path}: skipped 1 torn record (line {i}, the last: partial JSON without a newline, "
+                         "a write cut short, e.g. by a full disk)")
+                    break
                 if not isinstance(rec, dict): raise MonitorError(f"{path}, line {i}: not a JSON object")
                 if "logger" in rec and rec["logger"] != PREDICTION_LOGGER: continue
                 records.append(check_record(rec, f"{path}, line {i}"))
-    except (OSError, UnicodeDecodeError) as e: raise MonitorError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    except OSError as e: raise MonitorError(f"cannot read {path}: {e.strerror or e}") from None
     return records
 
 # %% ../nbs/05_monitor.ipynb #df90b4d3
@@ -503,11 +514,14 @@ def rate_interval(hits: int, n: int, resamples: int = RESAMPLES, seed: int = 0) 
 # %% ../nbs/05_monitor.ipynb #ca0eb237
 @dataclass
 class Predicted:
-    "One prediction to be joined: the customer key (HMAC or raw id), when, by which version, and the probability."
+    "One prediction to be joined: the customer key (HMAC or raw id), when, by which version and role, the probability, and a shadow's."
     key: str | None
     time: datetime
     version: str
     probability: float
+    role: str = "champion"
+    shadow_version: str | None = None # The challenger that scored the same request in shadow mode
+    shadow_probability: float | None = None
 
 def _csv_rows(path: Path, what: str):
     "The header (normalised: lower case, letters and digits) and the rows of a CSV, with their line numbers."
@@ -545,7 +559,8 @@ def read_predictions(path: str | Path, version: str = "unknown", scored_at: date
     if not path.is_file(): raise MonitorError(f"predictions {str(path)!r} is not a file")
     if _is_log(path):
         recs = read_prediction_log(path)
-        return "log", [Predicted(r.get("customer"), parse_time(r["time"]), r["model_version"], r["probability"]) for r in recs]
+        return "log", [Predicted(r.get("customer"), parse_time(r["time"]), r["model_version"], r["probability"], r.get("model_role", "champion"),
+                                 r.get("shadow_version"), r.get("shadow_probability")) for r in recs]
     at = scored_at or datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
     return "scored", read_scored(path, version, at)
 
@@ -585,6 +600,37 @@ def join_outcomes(predictions: list[Predicted], # What was predicted
         labels.append(max(found) if found else None)
     return labels
 
+# %% ../nbs/05_monitor.ipynb #6969924b
+AB_EXIT = {"promote": EXIT_OK, "keep watching": EXIT_WARN, "reject": EXIT_FAIL}
+"The exit status of each recommendation: 0 and 3 as the retraining gate's, 2 for not yet."
+
+def live_ab(y, # Outcomes (0/1) of the customers both models scored
+            p_champion, # The champion's served probabilities
+            p_challenger, # The challenger's shadow probabilities of the same requests
+            min_labels: int = 200, # Fewer outcomes than this: keep watching
+            thresholds: dict | None = None, # Overrides of the gate's `retrain.THRESHOLDS`
+           ) -> dict:
+    "The challenger against the champion on the same customers: metrics side by side, the paired bootstrap, the checks, a recommendation."
+    from churn_deploy.retrain import THRESHOLDS, bootstrap_auc_diff, score_metrics
+    t = {**THRESHOLDS, **(thresholds or {})}
+    y = [int(v) for v in y]
+    n, churned = len(y), sum(y)
+    out = {"rows": n, "churned": churned, "metrics": None, "bootstrap": None, "checks": [], "thresholds": t, "min_labels": min_labels}
+    if n < min_labels or churned in (0, n):
+        why = f"too few outcomes ({n:,} < {min_labels:,})" if n < min_labels else "the outcomes hold one class only"
+        return out | {"recommendation": "keep watching", "reason": why}
+    m = {"champion": score_metrics(y, p_champion), "challenger": score_metrics(y, p_challenger)}
+    b = bootstrap_auc_diff(y, p_champion, p_challenger)
+    brier_diff = m["challenger"]["brier"] - m["champion"]["brier"]
+    checks = [("AUC difference", b["auc_diff"], ">=", t["min_auc_diff"]), ("bootstrap lower bound", b["ci_low"], ">=", t["min_ci_low"]),
+              ("Brier difference", brier_diff, "<=", t["max_brier_worse"])]
+    checks = [{"check": c, "value": v, "op": op, "threshold": th, "passed": v >= th if op == ">=" else v <= th} for c, v, op, th in checks]
+    failed = [c["check"] for c in checks if not c["passed"]]
+    if not failed: rec, why = "promote", "every check of the gate passed"
+    elif {"AUC difference", "Brier difference"} & set(failed): rec, why = "reject", f"failed: {', '.join(failed)}"
+    else: rec, why = "keep watching", "the point estimates pass, but the interval's lower bound is below its threshold: more outcomes will narrow it"
+    return out | {"metrics": m, "bootstrap": b, "checks": checks, "recommendation": rec, "reason": why}
+
 # %% ../nbs/05_monitor.ipynb #5a2a92e2
 def _settings():
     "The settings from the environment, or `MonitorError` naming the variable that is wrong."
@@ -623,6 +669,50 @@ def _calibration_plot(path: Path, title: str, y, p, bins: int = 10):
 
 def _ci(t, nd: int = 3) -> str: return "–" if t[0] != t[0] else f"{t[0]:.{nd}f} ({t[1]:.{nd}f}–{t[2]:.{nd}f})"
 
+def challengers(preds: list[Predicted]) -> list[str]:
+    "The challenger versions of a log, in order of appearance: shadows, and canary answers."
+    seen = {}
+    for p in preds:
+        for v in (p.shadow_version, p.version if p.role == "challenger" else None):
+            if v is not None: seen.setdefault(v, None)
+    return list(seen)
+
+_AB_METRICS = (("AUC", "auc"), ("log-loss", "log_loss"), ("Brier", "brier"), ("calibration error", "ece"))
+
+def ab_readout(preds: list[Predicted], labels: list[int | None], challenger: str, min_labels: int) -> tuple[int, str, list[str], list[tuple]]:
+    "The live A/B of one challenger: (exit code, the recommendation in words, printed lines, report blocks)."
+    pairs = [(y, p.probability, p.shadow_probability) for p, y in zip(preds, labels) if p.shadow_version == challenger and y is not None]
+    shadowed = sum(p.shadow_version == challenger for p in preds)
+    canary = sum(p.version == challenger and p.role == "challenger" for p in preds)
+    champs = sorted({p.version for p in preds if p.shadow_version == challenger}) or sorted({p.version for p in preds if p.role == "champion"})
+    head = f"live A/B: challenger {challenger} against champion {', '.join(champs) or '–'}"
+    if not shadowed:
+        r = {"recommendation": "keep watching", "reason": f"it answered {canary:,} requests in canary mode, where each request is scored by "
+             "one model: the log holds no pairs (route it in shadow, `churn_models route shadow`, for a paired readout)"}
+        lines = [head + f": {canary:,} canary answers, no shadow scores"]
+    else:
+        r = live_ab(*zip(*pairs), min_labels=min_labels) if pairs else live_ab([], [], [], min_labels)
+        lines = [head + f": {shadowed:,} requests scored by both (shadow), {r['rows']:,} with an outcome, {r['churned']:,} churned"]
+    rows = []
+    if r.get("metrics"):
+        m, b = r["metrics"], r["bootstrap"]
+        rows = [[name, f"{m['champion'][k]:.4f}", f"{m['challenger'][k]:.4f}", f"{m['challenger'][k] - m['champion'][k]:+.4f}"]
+                for name, k in _AB_METRICS]
+        lines += [f"{'metric':19}{'champion':>10}{'challenger':>12}{'difference':>12}", *(f"{a:19}{b_:>10}{c:>12}{d_:>12}" for a, b_, c, d_ in rows),
+                  f"AUC difference, challenger − champion: {b['auc_diff']:+.4f}, {b['level']:.0%} paired bootstrap interval "
+                  f"[{b['ci_low']:+.4f}, {b['ci_high']:+.4f}] ({b['resamples']:,} resamples, seed {b['seed']}; the retraining gate's function)"]
+        lines += [f"check: {c['check']} {c['value']:+.6f} {c['op']} {c['threshold']:+g}: {'PASS' if c['passed'] else 'FAIL'}" for c in r["checks"]]
+    t = r.get("thresholds") or {}
+    rule = (f"promote when AUC difference >= {t['min_auc_diff']:+g}, its interval's lower bound >= {t['min_ci_low']:+g} and Brier difference "
+            f"<= {t['max_brier_worse']:+g}, from {min_labels:,} outcomes; reject when the AUC or Brier difference fails") if t else ""
+    say = {"promote": f"promote {challenger} (`churn_models promote {challenger}`)", "reject": f"reject {challenger}",
+           "keep watching": f"keep watching {challenger}"}[r["recommendation"]]
+    lines += [f"recommendation: {say}: {r['reason']}" + (f" ({rule})" if rule else "")]
+    blocks = [("h", 2, f"Live A/B: {challenger}"), ("p", lines[0][0].upper() + lines[0][1:] + ".")]
+    if rows: blocks += [("table", ["metric", "champion", "challenger", "difference"], rows), ("p", lines[len(rows) + 2])]
+    blocks.append(("p", f"Recommendation: {say}: {r['reason']}" + (f" ({rule})." if rule else ".")))
+    return AB_EXIT[r["recommendation"]], say, lines, blocks
+
 def check_performance(predictions: str | Path, # A prediction log, or a CSV written by churn_score
                       outcomes: str | Path, # CSV: customer id, churned (0/1 or yes/no), date
                       horizon_days: int = 90, # Days after a prediction in which its outcome counts
@@ -632,7 +722,7 @@ def check_performance(predictions: str | Path, # A prediction log, or a CSV writ
                       report: str | Path | None = None, # A .md or .html report to write, calibration plots beside it
                       scored_at: str | None = None, # When a scored CSV was scored (default: its modification time)
                      ) -> tuple[int, str]:
-    "Live AUC, Brier and calibration of each model version from outcomes: (exit code, the printed table)."
+    "Live AUC, Brier and calibration of each model version from outcomes, and a challenger's live A/B: (exit code, the printed table)."
     if horizon_days < 0: raise MonitorError(f"--horizon_days must be 0 or more (got {horizon_days})")
     if min_labels < 1: raise MonitorError(f"--min_labels must be at least 1 (got {min_labels})")
     if report is not None: rep, plots, as_html = _report_paths(report)
@@ -672,11 +762,17 @@ def check_performance(predictions: str | Path, # A prediction log, or a CSV writ
            f"joined with {len(outs):,} outcomes ({Path(outcomes).name}) within {horizon_days} days"
     lines = [what]
     for r in rows: lines += ["", *(f"{h + ':':19}{c}" for h, c in zip(head, r))]
-    lines.append(("ALERT: live AUC fell" if code else "no alert") + f" (exit {code})")
+    verdict, ab_blocks = "ALERT: live AUC fell" if code else "no alert", []
+    for c in challengers(preds):
+        ab_code, say, ab_lines, blocks = ab_readout(preds, labels, c, min_labels)
+        code, ab_blocks, verdict = max(code, ab_code), ab_blocks + blocks, verdict + f"; {say}"
+        lines += ["", *ab_lines]
+    lines.append(verdict + f" (exit {code})")
     if report is not None:
         _plot_dir(plots)
         blocks = [("h", 1, "Model quality from outcomes"), ("p", what + f"; alert when AUC is more than {AUC_DROP} below the test AUC, "
-                  f"from {min_labels:,} labels. Intervals: 95 % bootstrap, {RESAMPLES:,} resamples. Verdict: {lines[-1]}."), ("table", head, rows)]
+                  f"from {min_labels:,} labels. Intervals: 95 % bootstrap, {RESAMPLES:,} resamples. Verdict: {lines[-1]}."), ("table", head, rows),
+                  *ab_blocks]
         for v, y, p, m in plots_to_draw:
             png = plots / f"{v}-calibration.png"
             _calibration_plot(png, f"{v}: {len(y):,} labels, ECE {m['ece'][0]:.3f}", y, p)

@@ -347,3 +347,72 @@ def test_readme_example(tmp_path, data_csv):
     got = r.stdout.split("--- next block ---\n")
     assert [g.strip() for g in got] == [s.strip() for s in shown], r.stdout
     assert (tmp_path / "drift-plots").is_dir() and (tmp_path / "quality-plots").is_dir()
+
+
+def test_torn_last_line_is_skipped_with_one_warning(tmp_path, month, data, model_dir):
+    "A log whose last record was cut short (a full disk): drift and performance read the rest and say so on stderr, in one line."
+    " A bad line in the middle is still refused."
+    _, clean_rows = month
+    whole = write_log(tmp_path / "log.jsonl", clean_rows.head(600), data["model"]).read_text()
+    torn = whole + whole.splitlines()[0][:70]  # partial JSON, no newline
+    (tmp_path / "torn.jsonl").write_text(torn)
+    r = monitor("drift", "--input", tmp_path / "torn.jsonl", "--model", model_dir)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert r.stderr.splitlines() == [f"churn_monitor: warning: {tmp_path / 'torn.jsonl'}: skipped 1 torn record (line 601, the last: "
+                                     "partial JSON without a newline, a write cut short, e.g. by a full disk)"], r.stderr
+    assert "prediction log torn.jsonl, 600 records" in r.stdout
+    assert r.stdout == monitor("drift", "--input", tmp_path / "log.jsonl", "--model", model_dir).stdout.replace("log.jsonl", "torn.jsonl")
+    (tmp_path / "o.csv").write_text("customer_id,churned,date\nx,1,2026-01-01\n")
+    r = monitor("performance", "--predictions", tmp_path / "torn.jsonl", "--outcomes", tmp_path / "o.csv", "--model", model_dir)
+    assert "skipped 1 torn record (line 601" in r.stderr.splitlines()[0], r.stderr  # then: no customer in the records
+    (tmp_path / "middle.jsonl").write_text(torn + "\n" + whole)  # written on after the tear
+    one_line_error(monitor("drift", "--input", tmp_path / "middle.jsonl", "--model", model_dir), "middle.jsonl, line 601: not a JSON object")
+
+
+def test_live_ab_readout(tmp_path, month, data, model_dir):
+    "A shadow log scored by the committed model (champion) and a made-up challenger, and outcomes: a challenger that sees"
+    " the truth is promoted (exit 0), a noisier one rejected (exit 3), too few outcomes keep watching (exit 2); a log"
+    " without a challenger reads as before."
+    import numpy as np
+    from churn_deploy.data import FEATURES
+    from churn_deploy.monitor import customer_hash, prediction_record
+    from churn_deploy.retrain import bootstrap_auc_diff
+    _, rows = month
+    rows = rows.drop_duplicates("customerid").head(2500)
+    model = data["model"]
+    p = np.array(model.predict_many(rows[FEATURES].to_dict(orient="records")))
+    logit, sigmoid = np.log(p / (1 - p)), lambda z: 1 / (1 + np.exp(-z))
+    truth = sigmoid(logit + np.random.default_rng(1).normal(0, 0.7, len(p)))
+    churned = np.random.default_rng(2).uniform(size=len(p)) < truth
+    noisier = sigmoid(logit + np.random.default_rng(3).normal(0, 1.0, len(p)))
+    when = datetime.now(timezone.utc)
+    outcomes(tmp_path / "outcomes.csv", rows.customerid, churned, (when + timedelta(days=20)).date().isoformat())
+
+    def shadow_log(name, challenger):
+        with open(tmp_path / name, "w") as f:
+            for r, a, b, c in zip(rows[FEATURES].to_dict(orient="records"), p, challenger, rows.customerid):
+                f.write(json.dumps(prediction_record(r, float(a), bool(a >= 0.5), model.version, "req", customer=customer_hash(c, SECRET),
+                                                     time=when, shadow_version="0.2.0+challenger", shadow_probability=float(b))) + "\n")
+        return tmp_path / name
+
+    def run(log, *extra):
+        return monitor("performance", "--predictions", log, "--outcomes", tmp_path / "outcomes.csv", "--model", model_dir,
+                       "--key_secret", SECRET, *extra)
+
+    better = run(shadow_log("better.jsonl", truth), "--report", tmp_path / "ab.md")
+    assert better.returncode == 0 and not better.stderr, (better.stdout, better.stderr)
+    b = bootstrap_auc_diff(churned.astype(int), p, truth)
+    assert f"AUC difference, challenger − champion: {b['auc_diff']:+.4f}, 95% paired bootstrap interval " \
+           f"[{b['ci_low']:+.4f}, {b['ci_high']:+.4f}]" in better.stdout, better.stdout
+    for name in ("AUC", "log-loss", "Brier", "calibration error"):
+        assert re.search(rf"^{name} +0\.\d{{4}} +0\.\d{{4}} +[+-]0\.\d{{4}}$", better.stdout, re.M), (name, better.stdout)
+    assert "recommendation: promote 0.2.0+challenger" in better.stdout and "Brier difference <= +0.002" in better.stdout
+    assert "promote 0.2.0+challenger`) (exit 0)\nreport written to" in better.stdout and "## Live A/B: 0.2.0+challenger" in (tmp_path / "ab.md").read_text()
+    worse = run(shadow_log("worse.jsonl", noisier))
+    assert worse.returncode == 3 and "recommendation: reject 0.2.0+challenger: failed: AUC difference" in worse.stdout, worse.stdout
+    few = run(tmp_path / "better.jsonl", "--min_labels", 5000)
+    assert few.returncode == 2 and "keep watching 0.2.0+challenger: too few outcomes (2,500 < 5,000)" in few.stdout, few.stdout
+    plain = (tmp_path / "better.jsonl").read_text().replace(', "shadow_version": "0.2.0+challenger"', "")
+    (tmp_path / "plain.jsonl").write_text(re.sub(r', "shadow_probability": [\d.e-]+', "", plain))
+    alone = run(tmp_path / "plain.jsonl")
+    assert alone.returncode == 0 and "live A/B" not in alone.stdout and alone.stdout.rstrip().endswith("no alert (exit 0)"), alone.stdout
