@@ -5,6 +5,7 @@
 # %% ../nbs/03b_middleware.ipynb #f231ac0d
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import os
@@ -200,33 +201,64 @@ class ApiKeyMiddleware:
 # %% ../nbs/03b_middleware.ipynb #3ea47c37
 UNLIMITED_PATHS = ("/health", "/ready", "/metrics")
 
+_DEGRADED_FOR = 60.0  # seconds health() says "degraded" after the storage's last call failed
+
 class RateLimiter:
-    "`limits`' fixed-window counting over memory or Redis, for several windows at once."
-    def __init__(self, spec: str, storage: str = "memory://", metrics: ServiceMetrics | None = None):
+    "`limits`' fixed-window counting over memory or Redis, for several windows at once; a Redis call has `timeout` seconds."
+    def __init__(self, spec: str, storage: str = "memory://", metrics: ServiceMetrics | None = None, timeout: float = 0.25):
         from limits import parse_many
         from limits.storage import storage_from_string
         from limits.aio.strategies import FixedWindowRateLimiter
-        self.limits, self.spec, self.metrics, self._last_error = parse_many(spec), spec, metrics, 0.0
-        self.strategy = FixedWindowRateLimiter(storage_from_string("async+" + storage))
+        self.limits, self.spec, self.metrics = parse_many(spec), spec, metrics
+        # memory:// never waits on I/O, and a deadline would cost more than the count itself
+        self.timeout = None if storage.startswith("memory://") else timeout
+        sockets = {} if self.timeout is None else {"connect_timeout": timeout, "stream_timeout": timeout}
+        self.strategy = FixedWindowRateLimiter(storage_from_string("async+" + storage, **sockets))
+        self._failed_at, self._logged_at, self._told = None, float("-inf"), False
 
     async def hit(self, who: str, cost: int = 1) -> dict | None:
-        "None when `who` may spend `cost`; else the refusal's headers and message."
+        "None when `who` may spend `cost`, or when the storage fails or is slow; else the refusal's headers and message."
         try:
-            for lim in self.limits:
-                if not await self.strategy.hit(lim, who, cost=cost):
-                    reset, _ = await self.strategy.get_window_stats(lim, who)
-                    wait = max(1, int(reset - time.time() + 0.999))
-                    if self.metrics: self.metrics.rate_limited.inc()
-                    return {"message": f"rate limit: over {lim.amount} per {lim.multiples} {lim.GRANULARITY.name}"
-                                       f"{'s' if lim.multiples > 1 else ''}; retry in {wait} s",
-                            "headers": {"Retry-After": str(wait), "RateLimit-Limit": str(lim.amount),
-                                        "RateLimit-Remaining": "0", "RateLimit-Reset": str(wait)}}
-        except Exception as e:  # the storage is down: admit, count, log now and then
-            if self.metrics: self.metrics.limiter_errors.inc()
-            if time.monotonic() - self._last_error > 60:
-                self._last_error = time.monotonic()
-                log.error("rate limit storage failed, requests are admitted: %s", str(e)[:200])
+            if self.timeout is None: refused = await self._count(who, cost)
+            else:
+                async with asyncio.timeout(self.timeout): refused = await self._count(who, cost)
+        except Exception as e:  # the storage is down or stalled: admit, count, log now and then
+            self._failed(e)
+            return None
+        if self._failed_at is not None: self._recovered()
+        return refused
+
+    async def _count(self, who: str, cost: int) -> dict | None:
+        for lim in self.limits:
+            if not await self.strategy.hit(lim, who, cost=cost):
+                reset, _ = await self.strategy.get_window_stats(lim, who)
+                wait = max(1, int(reset - time.time() + 0.999))
+                if self.metrics: self.metrics.rate_limited.inc()
+                return {"message": f"rate limit: over {lim.amount} per {lim.multiples} {lim.GRANULARITY.name}"
+                                   f"{'s' if lim.multiples > 1 else ''}; retry in {wait} s",
+                        "headers": {"Retry-After": str(wait), "RateLimit-Limit": str(lim.amount),
+                                    "RateLimit-Remaining": "0", "RateLimit-Reset": str(wait)}}
         return None
+
+    def _failed(self, e: Exception):
+        self._failed_at = now = time.monotonic()
+        if self.metrics: self.metrics.limiter_errors.inc()
+        if now - self._logged_at > 60:
+            self._logged_at, self._told = now, True
+            why = (f"no answer within {self.timeout} s" if isinstance(e, TimeoutError) and not str(e) else
+                   str(e).replace("\r", " ").replace("\n", " ")[:200] or type(e).__name__)
+            log.error("rate limit storage failed, requests are admitted: %s", why)
+
+    def _recovered(self):
+        self._failed_at = None
+        if self._told:  # one line back for each line that said it failed: at most one a minute
+            self._told = False
+            log.warning("rate limit storage answers again, requests are counted")
+
+    def health(self) -> dict[str, str]:
+        "`{\"rate_limit_storage\": \"degraded\"}` while the storage's last call failed, less than a minute ago; else `\"ok\"`."
+        bad = self._failed_at is not None and time.monotonic() - self._failed_at < _DEGRADED_FOR
+        return {"rate_limit_storage": "degraded" if bad else "ok"}
 
 def _who(scope) -> str: return f"key:{scope['churn.key']}" if scope.get("churn.key") else f"ip:{scope.get('churn.client', '-')}"
 

@@ -1,6 +1,7 @@
 """The hardened HTTP edge as real `churn_serve` processes: JSON logs, request ids, named keys, rate limits (in memory and in a
 real Redis), forged addresses, CORS, header limits, request deadlines, the connection cap, bounded memory, graceful shutdown."""
 import json, os, re, shutil, signal, socket, subprocess, threading, time
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from conftest import ROOT, free_port
 from churn_deploy.config import key_hash
 from churn_deploy.data import SAMPLE_CUSTOMER
 from test_server import assert_error, metric_samples, running_server, sample_value
+from test_server_startup import assert_one_line_error, serve
 
 JSON = {"content-type": "application/json"}
 CRM, WEB = "crm-key-6f1d0c9a2b7e", "web-key-3a8e5d2c9b4f"
@@ -139,6 +141,16 @@ def metric_samples_with_key(c: httpx.Client):
     return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
 
 
+@pytest.mark.parametrize("env", [{"CHURN_API_KEY": " " * 16}, {"CHURN_API_KEY": "\t" * 24},
+                                 {"CHURN_API_KEYS": f"crm:{key_hash(CRM)},blank:{key_hash(' ' * 16)}"},
+                                 {"CHURN_API_KEY": CRM + "\n"}],
+                         ids=["16 spaces", "24 tabs", "hash of 16 spaces", "trailing newline"])
+def test_blank_api_key_refused_at_start(env):
+    "A key of only whitespace passes a length check but is no secret; one with whitespace at an end no client can send."
+    line = assert_one_line_error(serve(ROOT / "model", **env), "whitespace")
+    assert ("api_keys" if "CHURN_API_KEYS" in env else "api_key") in line, line
+
+
 @pytest.mark.parametrize("trusted, forged_counts", [("none", False), ("k8s", True)])
 def test_forged_forwarded_for_changes_nothing_unless_trusted(tmp_path, trusted, forged_counts):
     "With CHURN_TRUSTED_PROXY=none a forged X-Forwarded-For is ignored; trusting the peer's network makes it count (so the test can fail)."
@@ -151,25 +163,37 @@ def test_forged_forwarded_for_changes_nothing_unless_trusted(tmp_path, trusted, 
     else: assert statuses == [200] * 5 + [429] * 7, statuses
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    "A real redis-server on a free port, started for these tests."
+@contextmanager
+def redis_server(d: Path):
+    "A real redis-server on a free port in `d`: yield (URL, process); never left stopped or running."
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
-    port, d = free_port(), tmp_path_factory.mktemp("redis")
+    port = free_port()
+    d.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(d)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(64).startswith(b"+PONG"): break
-        except OSError: time.sleep(0.1)
-    else: pytest.fail("redis-server did not answer PING")
-    yield f"redis://127.0.0.1:{port}"
-    proc.terminate(); proc.wait(timeout=10)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"): break
+            except OSError: time.sleep(0.1)
+        else: pytest.fail("redis-server did not answer PING")
+        yield f"redis://127.0.0.1:{port}", proc
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)  # a stopped process would ignore the SIGTERM until then
+        proc.terminate()
+        try: proc.wait(timeout=10)
+        except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    "A real redis-server shared by this module's tests."
+    with redis_server(tmp_path_factory.mktemp("redis")) as (url, _): yield url
 
 
 def test_two_replicas_sharing_redis_admit_the_limit_in_total(tmp_path, redis_url):
@@ -192,6 +216,40 @@ def test_redis_down_admits_and_says_so(tmp_path):
             assert sample_value(metric_samples(c, "churn_rate_limit_storage_errors"), "churn_rate_limit_storage_errors_total") >= 3
     text = log.read_text()
     assert text.count("rate limit storage failed") == 1 and "Traceback" not in text
+
+
+def test_stalled_redis_admits_within_the_timeout(tmp_path):
+    "A Redis stopped by SIGSTOP (a stalled network): each request waits at most the timeout, is admitted, counted as a storage error "
+    "and logged once; /ready stays 200; after SIGCONT the limit counts again."
+    timeout, limit = 0.5, 3
+    with redis_server(tmp_path / "redis") as (redis, rproc), \
+         running_server(tmp_path, CHURN_RATE_LIMIT=f"{limit}/minute", CHURN_RATE_LIMIT_STORAGE=redis,
+                        CHURN_RATE_LIMIT_TIMEOUT=str(timeout)) as (url, _, log):
+        def timed_post(_):
+            with httpx.Client(base_url=url, timeout=15) as c:  # 15 s: on a hang the test fails instead of waiting for Redis
+                start = time.monotonic()
+                r = c.post("/predict", json=SAMPLE_CUSTOMER)
+                return r.status_code, time.monotonic() - start
+        with httpx.Client(base_url=url, timeout=30) as c:
+            assert c.post("/predict", json=SAMPLE_CUSTOMER).status_code == 200  # Redis counts: 1 of 3
+            errors = lambda: sample_value(metric_samples(c, "churn_rate_limit_storage_errors"), "churn_rate_limit_storage_errors_total")
+            assert errors() == 0
+            os.kill(rproc.pid, signal.SIGSTOP)
+            try:
+                with ThreadPoolExecutor(8) as pool: stalled = list(pool.map(timed_post, range(16)))
+                assert c.get("/ready").status_code == 200 and c.get("/health").status_code == 200
+                stalled_errors = errors()
+            finally: os.kill(rproc.pid, signal.SIGCONT)
+            # Redis is back: the same connection pool counts again, and the 4th request in this minute is over the limit
+            after = [c.post("/predict", json=SAMPLE_CUSTOMER).status_code for _ in range(limit + 1)]
+    # 16 requests over a limit of 3, all admitted, none waiting for Redis: a bound against a hang, not a latency figure
+    assert [code for code, _ in stalled] == [200] * 16, stalled
+    assert max(took for _, took in stalled) < timeout + 2, stalled
+    assert stalled_errors >= 16
+    assert 429 in after, after
+    text = log.read_text()
+    assert text.count("rate limit storage failed") == 1 and "Traceback" not in text, text[-2000:]
+    assert "rate limit storage answers again" in text
 
 
 # ---------------------------------------------------------------- headers, deadlines, connections, memory
