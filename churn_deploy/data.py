@@ -20,8 +20,8 @@ if TYPE_CHECKING: import pandas as pd
 # %% auto #0
 __all__ = ['YesNo', 'Gender', 'SeniorCitizen', 'MultipleLines', 'InternetService', 'InternetAddon', 'Contract', 'PaymentMethod',
            'CATEGORICAL', 'DOMAINS', 'NUMERIC_RANGES', 'NUMERICAL', 'FEATURES', 'ID', 'TARGET', 'COLUMNS',
-           'SAMPLE_CUSTOMER', 'ChurnDataError', 'find_data', 'file_sha256', 'canonical_sha256', 'read_raw',
-           'clean_category', 'check_raw', 'clean', 'load_churn_data']
+           'SAMPLE_CUSTOMER', 'HOLDOUT_FILE', 'MAX_LINE_BYTES', 'ChurnDataError', 'find_data', 'file_sha256',
+           'canonical_sha256', 'read_raw', 'clean_category', 'check_raw', 'clean', 'load_churn_data']
 
 # %% ../nbs/00_data.ipynb #27c0bb16
 YesNo = Literal["no", "yes"]
@@ -88,6 +88,9 @@ def find_data(path: str | Path | None = None, # An explicit CSV path, tried firs
     return cached
 
 # %% ../nbs/00_data.ipynb #9c205e51
+HOLDOUT_FILE = "holdout.json"
+"In a model's directory: the customer ids of its frozen holdout, and the file and rows they come from (01_train, 02b_retrain)."
+
 def file_sha256(path: str | Path) -> str:
     "Hex sha256 of a file's bytes."
     h = hashlib.sha256()
@@ -99,12 +102,19 @@ def canonical_sha256(obj) -> str:
     "Hex sha256 of `obj` as compact JSON with sorted keys."
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
+MAX_LINE_BYTES = 1 << 20
+"The longest line `read_raw` accepts (a Telco row is about 200 bytes; pyarrow reads in 1 MB blocks)."
+
+def _too_long(where: str) -> str: return f"{where} is longer than {MAX_LINE_BYTES / 2**20:g} MB: not a Telco CSV export"
+
 def read_raw(path: str | Path) -> pd.DataFrame:
     "Read a churn CSV with every cell as a string."
     import pandas as pd
     try:
-        with open(path, "rb") as f: head = f.read(1 << 16)
+        with open(path, "rb") as f: head = f.read(MAX_LINE_BYTES + 1)
     except OSError as e: raise ChurnDataError(f"{path}: cannot read CSV: {e.strerror or e}") from None
+    if len(head) > MAX_LINE_BYTES and b"\n" not in head:  # one huge first line: never handed to the reader
+        raise ChurnDataError(f"{path}: cannot read CSV: {_too_long('line 1')}")
     # Checked here, not left to pyarrow: after an empty file its parallel reader can abort the whole process
     # at exit ("terminate called without an active exception"; apache/arrow#38676).
     if not head.strip(): raise ChurnDataError(f"{path}: cannot read CSV: the file is empty")
@@ -112,6 +122,7 @@ def read_raw(path: str | Path) -> pd.DataFrame:
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "Empty CSV" in msg or "No columns" in msg: msg = "the file is empty"
+        if "straddling object" in msg: msg = _too_long("a line")  # a later line longer than pyarrow's block
         raise ChurnDataError(f"{path}: cannot read CSV: {msg}") from None
 
 # %% ../nbs/00_data.ipynb #8c5e9946

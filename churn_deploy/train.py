@@ -38,13 +38,16 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from threadpoolctl import threadpool_info
 
 from .config import META_FILE, MODEL_FILE, Settings, get_settings
-from .data import DOMAINS, FEATURES, NUMERICAL, TARGET, ChurnDataError, canonical_sha256, file_sha256, find_data, load_churn_data
+from .data import (COLUMNS, DOMAINS, FEATURES, HOLDOUT_FILE, ID, NUMERICAL, TARGET, ChurnDataError, canonical_sha256,
+                   file_sha256, find_data, load_churn_data)
 from .monitor import reference_profile
+from .registry import REGISTRY_FILE
 
 # %% auto #0
-__all__ = ['MIN_ROWS', 'MIN_PER_CLASS', 'CS', 'Splits', 'split_data', 'check_trainable', 'to_records', 'make_model',
-           'cross_validate', 'best_C', 'evaluate', 'TrainResult', 'train_model', 'linear_weights', 'save_model',
-           'train_to_dir', 'churn_train']
+__all__ = ['SPLIT_SALT', 'SPLITS', 'MIN_ROWS', 'MIN_PER_CLASS', 'CS', 'SPLIT_ABOUT', 'Splits', 'split_data', 'id_places',
+           'split_by_id', 'check_trainable', 'to_records', 'make_model', 'cross_validate', 'best_C', 'evaluate',
+           'TrainResult', 'train_model', 'linear_weights', 'rows_sha256', 'holdout_record', 'save_model', 'OutDirError',
+           'check_out_dir', 'train_to_dir', 'churn_train']
 
 # %% ../nbs/01_train.ipynb #138fe661
 @dataclass
@@ -60,6 +63,23 @@ def split_data(df: pd.DataFrame, seed: int = 1) -> Splits:
     full_train, test = train_test_split(df, test_size=0.2, random_state=seed)
     train, val = train_test_split(full_train, test_size=0.25, random_state=seed)
     return Splits(full_train, train, val, test)
+
+SPLIT_SALT = "churn-deploy/split/1"
+
+def id_places(ids) -> np.ndarray:
+    "Each customer id's fixed place in [0, 1): the first 8 bytes of sha256(`SPLIT_SALT`:id)."
+    return np.array([int.from_bytes(hashlib.sha256(f"{SPLIT_SALT}:{i}".encode()).digest()[:8], "big") / 2.0**64 for i in ids])
+
+def split_by_id(df: pd.DataFrame) -> Splits:
+    "Split cleaned data 60/20/20 by a hash of the customer id, in an order set by the ids alone (not the rows')."
+    u = id_places(df[ID])
+    order = np.lexsort((df[ID].to_numpy(), u))  # by place, then id: the same frame whatever the file's row order
+    df, u = df.iloc[order], u[order]
+    train, val, test = df[u >= 0.4], df[(u >= 0.2) & (u < 0.4)], df[u < 0.2]
+    return Splits(df[u >= 0.2], train, val, test)
+
+SPLITS = {"course": split_data, "customer id": split_by_id}
+"Each split by name: the course's, by row position (`churn_train`), and by customer id (`churn_retrain`)."
 
 # %% ../nbs/01_train.ipynb #db945d9f
 MIN_ROWS, MIN_PER_CLASS = 100, 25  # the test split then expects >= 5, each CV fold >= 4 of the rarer class
@@ -125,20 +145,23 @@ class TrainResult:
     metrics: dict[str, float]
     rows: dict[str, int]
     reference: dict  # the profile of full_train that drift is measured against (05_monitor)
+    split: str = "course" # The name of the split in `SPLITS`
+    test: pd.DataFrame | None = None # The test split's rows
 
 def train_model(df: pd.DataFrame, # Cleaned data, as from `load_churn_data`
                 Cs=CS, # The values of C to try
                 cv: dict | None = None, # `cross_validate(split_data(df).full_train, Cs)`, if already run
+                split: str = "course", # "course" (by row position) or "customer id" (by a hash of the id)
                ) -> TrainResult:
     "Choose C by cross-validation on full_train, fit on full_train, score on test."
-    sp = split_data(check_trainable(df))
+    sp = SPLITS[split](check_trainable(df))
     _require_both_classes(sp.test[TARGET], "the test split")
     if cv is None: cv = cross_validate(sp.full_train, Cs)
     C = best_C(cv)
     model = make_model(C).fit(to_records(sp.full_train), sp.full_train[TARGET])
     rows = {"total": len(df), "full_train": len(sp.full_train), "test": len(sp.test)}
     reference = reference_profile(sp.full_train, model.predict_proba(to_records(sp.full_train))[:, 1])
-    return TrainResult(model, C, cv, evaluate(model, sp.test), rows, reference)
+    return TrainResult(model, C, cv, evaluate(model, sp.test), rows, reference, split, sp.test)
 
 # %% ../nbs/01_train.ipynb #7f5afbd8
 def linear_weights(model: Pipeline) -> dict:
@@ -157,11 +180,32 @@ def _blas_kernels() -> str:
     "The CPU kernels of the loaded OpenBLAS libraries, e.g. 'Haswell'."
     return ",".join(sorted({str(i.get("architecture")) for i in threadpool_info() if i["internal_api"] == "openblas"}))
 
-def save_model(res: TrainResult, out: str | Path, data_path: str | Path | None = None) -> dict:
-    "Write `model.bin` and `model.json` into `out`; return the metadata."
+SPLIT_ABOUT = {"course": "by row position: the course's train_test_split, random_state 1, 80/20 then 75/25",
+               "customer id": f"by customer id: sha256 of '{SPLIT_SALT}:<id>', 60/20/20"}
+
+def rows_sha256(df: pd.DataFrame) -> str:
+    "sha256 of cleaned rows (id, features, target, in order), whatever the file's formatting."
+    return canonical_sha256(df[COLUMNS].to_dict(orient="records"))
+
+def holdout_record(df: pd.DataFrame, # The holdout's cleaned rows, in their order
+                   source: str | Path, # The CSV they come from
+                   selected_by: str, # How they were chosen, in words
+                  ) -> dict:
+    "The frozen holdout as a model directory keeps it (`HOLDOUT_FILE`): its source file, its rows' sha256, its customer ids."
+    return {"source": {"file": Path(source).name, "sha256": file_sha256(source)}, "selected_by": selected_by,
+            "rows": len(df), "churned": int(df[TARGET].sum()), "rows_sha256": rows_sha256(df),
+            "customer_ids": df[ID].tolist()}
+
+def save_model(res: TrainResult, out: str | Path, data_path: str | Path | None = None,
+               holdout: dict | None = None, # The frozen holdout to keep (default: the test split of `data_path`)
+              ) -> dict:
+    "Write `model.bin`, `model.json` and the frozen holdout's `holdout.json` into `out`; return the metadata."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     blob = pickle.dumps(res.model, protocol=5)
     blob_sha, weights = hashlib.sha256(blob).hexdigest(), linear_weights(res.model)
+    if holdout is None and data_path and res.test is not None:
+        holdout = holdout_record(res.test, data_path, f"the test split of the source, {SPLIT_ABOUT[res.split]}")
+    ho_bytes = (json.dumps(holdout, indent=1) + "\n").encode() if holdout else None
     meta = {
         "version": pkg_version("churn-deploy") + "+" + blob_sha[:12],
         "created_at": _created_at(),
@@ -172,32 +216,51 @@ def save_model(res: TrainResult, out: str | Path, data_path: str | Path | None =
         "params": {"C": res.C, "solver": "liblinear", "cv_folds": 5,
                    "cv_auc": {str(C): {"mean": m, "std": s} for C, (m, s) in res.cv.items()}},
         "fitted_on": "full_train",
+        "split": {"method": res.split, "about": SPLIT_ABOUT[res.split]},
         "metrics": {"test": res.metrics},
         "schema": {"categorical": {c: list(d) for c, d in DOMAINS.items()}, "numerical": NUMERICAL},
         "reference": res.reference,
-        "artifacts": {MODEL_FILE: {"sha256": blob_sha}},
+        "artifacts": {MODEL_FILE: {"sha256": blob_sha},
+                      **({HOLDOUT_FILE: {"sha256": hashlib.sha256(ho_bytes).hexdigest(), "rows": holdout["rows"],
+                                         "rows_sha256": holdout["rows_sha256"]}} if ho_bytes else {})},
         "weights_sha256": canonical_sha256(weights),
         "weights": weights,
     }
     meta["meta_sha256"] = canonical_sha256(meta)  # everything above, so no field can be edited unnoticed
     (out / MODEL_FILE).write_bytes(blob)
+    if ho_bytes: (out / HOLDOUT_FILE).write_bytes(ho_bytes)
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 # %% ../nbs/01_train.ipynb #e4063c2f
+class OutDirError(ValueError): "A model directory that `churn_train` must not write into."
+
+def check_out_dir(out: str | Path) -> Path:
+    "`out` if churn_train may write a model there; a registry, or a directory inside one, is refused (`churn_models add` registers)."
+    out = Path(out)
+    for d, where in ((out, "is a model registry"), (out.parent, f"is inside the model registry {out.parent}")):
+        if (d / REGISTRY_FILE).exists():
+            raise OutDirError(f"{out} {where} ({d / REGISTRY_FILE}); train into a new directory, "
+                              f"then register it with `churn_models add DIR --models {d}`")
+    return out
+
 def train_to_dir(data: str | Path | None = None, out: str | Path | None = None, settings: Settings | None = None) -> dict:
     "Load the data, train, and save the model directory; return the metadata."
     s = settings or get_settings()
+    out = check_out_dir(out or s.model_dir)  # before any data is read
     path = find_data(data, s)
-    return save_model(train_model(load_churn_data(path, s)), out or s.model_dir, path)
+    return save_model(train_model(load_churn_data(path, s)), out, path)
 
 @call_parse
 def churn_train(data: str = None, # CSV to train on (default: CHURN_DATA, the cache, then the download)
-                out: str = None, # Model directory to write (default: CHURN_MODEL_DIR, or ./model)
+                out: str = None, # Model directory to write, not a registry (default: CHURN_MODEL_DIR, or ./model)
                ):
-    "Train the churn model and write model.bin and model.json."
+    "Train the churn model and write model.bin, model.json and the frozen holdout's holdout.json."
     try: meta = train_to_dir(data, out)
-    except ChurnDataError as e: sys.exit(f"churn_train: error: {e}")
-    m = meta["metrics"]["test"]
-    print(f"model {meta['version']} (C={meta['params']['C']}) written to {out or get_settings().model_dir}")
+    except (ChurnDataError, OutDirError) as e: sys.exit(f"churn_train: error: {e}")
+    m, out = meta["metrics"]["test"], out or get_settings().model_dir
+    print(f"model {meta['version']} (C={meta['params']['C']}) written to {out}")
     print(f"test AUC {m['auc']:.4f}  accuracy@0.5 {m['accuracy']:.4f}  Brier {m['brier']:.4f}")
+    ho = meta["artifacts"][HOLDOUT_FILE]
+    print(f"split {meta['split']['about']}; the test split's {ho['rows']:,} customers are the frozen holdout, "
+          f"in {Path(out) / HOLDOUT_FILE}")

@@ -79,5 +79,50 @@ def test_retraining_reproduces_committed_model(model_dir, data_csv, tmp_path):
     assert "test AUC 0.8" in r.stdout
     auc = float(r.stdout.split("test AUC ")[1].split()[0])
     assert auc >= 0.857, r.stdout
-    for f in ("model.bin", "model.json"):
+    assert "the test split's 1,409 customers are the frozen holdout" in r.stdout, r.stdout
+    for f in ("model.bin", "model.json", "holdout.json"):
         assert (tmp_path / f).read_bytes() == (model_dir / f).read_bytes(), f"{f} differs from the committed one"
+
+
+def test_committed_model_keeps_its_frozen_holdout(model_dir, data_csv):
+    "model/holdout.json: the course test split's customer ids, its source file, the sha256 model.json records."
+    import hashlib
+    from churn_deploy.data import load_churn_data
+    from churn_deploy.train import rows_sha256, split_data
+    meta = json.loads((model_dir / "model.json").read_text())
+    raw = (model_dir / "holdout.json").read_bytes()
+    assert meta["artifacts"]["holdout.json"]["sha256"] == hashlib.sha256(raw).hexdigest()
+    ho, test = json.loads(raw), split_data(load_churn_data(data_csv)).test
+    assert ho["customer_ids"] == test.customerid.tolist() and len(set(ho["customer_ids"])) == 1409
+    assert ho["source"] == {"file": data_csv.name, "sha256": meta["data"]["sha256"]}
+    assert ho["rows_sha256"] == rows_sha256(test) == meta["artifacts"]["holdout.json"]["rows_sha256"]
+    assert meta["split"]["method"] == "course"
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_out_refuses_a_registry(tmp_path, inside):
+    "--out naming a registry (or a version in one) is one line, before any data is read; nothing is written."
+    reg = tmp_path / "models"
+    (reg / "0.1.0+abc").mkdir(parents=True)
+    (reg / "registry.json").write_text('{"champion": "0.1.0+abc"}')
+    before = sorted(p.relative_to(reg) for p in reg.rglob("*"))
+    out = reg / "0.1.0+abc" if inside else reg
+    r = subprocess.run([script("churn_train"), "--data", str(tmp_path / "absent.csv"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stdout == "", r.stdout + r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    where = f"is inside the model registry {reg}" if inside else "is a model registry"
+    assert line.startswith(f"churn_train: error: {out} {where} ") and f"churn_models add DIR --models {reg}" in line, line
+    assert "churn_train --out" not in line and "absent.csv" not in line, line  # refused before the data is looked for
+    assert sorted(p.relative_to(reg) for p in reg.rglob("*")) == before
+
+
+def test_one_huge_line_is_named(tmp_path):
+    "A 1 GB file of one line (sparse: cheap to make) is not 'the file is empty' nor 'straddling object'."
+    huge = tmp_path / "huge.csv"
+    with open(huge, "wb") as f: f.truncate(1 << 30)
+    r = subprocess.run([script("churn_train"), "--data", str(huge), "--out", str(tmp_path / "m")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and not (tmp_path / "m").exists()
+    assert r.stderr.strip().splitlines() == [
+        f"churn_train: error: {huge}: cannot read CSV: line 1 is longer than 1 MB: not a Telco CSV export"], r.stderr
