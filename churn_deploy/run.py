@@ -12,12 +12,14 @@ import signal
 import socket
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import orjson
 from fastcore.script import call_parse
 from pydantic import ValidationError
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
 
 from .api import field_errors
 from .config import META_FILE, MIN_KEY_LENGTH, Settings, api_key_table, key_hash, unknown_settings
@@ -26,10 +28,12 @@ from .predict import ChurnModel, ModelError, load_model
 from .registry import REGISTRY_FILE, is_legacy, load_served
 
 # %% auto #0
-__all__ = ['GuardedHttpToolsProtocol', 'ensure_model', 'pin_model', 'platform_port', 'churn_serve', 'churn_hash_key']
+__all__ = ['GuardedHttpToolsProtocol', 'ensure_model', 'pin_model', 'DrainingSupervisor', 'platform_port', 'churn_serve',
+           'check_prediction_log', 'churn_hash_key']
 
 # %% ../nbs/03d_run.ipynb #0b58a9b6
 _REQUEST_LINE = 8192
+_IDLE_LINGER = 1.0  # seconds an idle keep-alive connection stays open after SIGTERM, for a request already on its way
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     "uvicorn's httptools protocol, plus a deadline for each request to arrive whole and a hard cap on its head."
@@ -83,12 +87,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def shutdown(self):
-        "On a graceful stop, close the idle connections, but not one whose next request has already arrived."
+        "On a graceful stop, answer the next request with `Connection: close`; close a connection only once it stays idle."
         if self.cycle is None or self.cycle.response_complete:
-            if self._head > 0 or self._bytes_waiting():
-                self._close_after = True  # served, then closed: see on_headers_complete
-                return
-        super().shutdown()
+            self._close_after = True  # served, then closed: see on_headers_complete
+            if self._head == 0 and not self._bytes_waiting(): self._linger()
+            return
+        super().shutdown()  # a response in progress: sent with Connection: close
+
+    def _linger(self):
+        "Close an idle connection after `_IDLE_LINGER` seconds without a byte; a request that begins re-arms the deadline."
+        self._disarm()
+        self._deadline = self.loop.call_later(_IDLE_LINGER, self._end_idle)
+
+    def _end_idle(self):
+        self._deadline = None
+        if self._bytes_waiting(): return  # a request is arriving: on_message_begin arms its deadline
+        if not self.transport.is_closing(): self.transport.close()
 
     def _bytes_waiting(self) -> bool:
         sock = self.transport.get_extra_info("socket")
@@ -123,13 +137,34 @@ def ensure_model(s: Settings) -> ChurnModel:
     return load_model(d)
 
 # %% ../nbs/03d_run.ipynb #f7b642f3
-def pin_model(s: Settings, model: ChurnModel, into: Path | None = None) -> dict[str, str]:
-    "The `CHURN_*` settings that make a worker serve exactly `model`: a private copy of its model.json when `into` is given."
+def pin_model(s: Settings, model: ChurnModel, into: Path | None = None) -> dict:
+    "The settings that make a worker serve exactly `model`: a private copy of its model.json when `into` is given."
     src = Path(s.model_dir)
     if into is not None:
         shutil.copy2(src / META_FILE, into / META_FILE)
         src = into
-    return {"CHURN_MODEL_DIR": str(src), "CHURN_MODEL_SHA256": model.sha256}
+    return {"model_dir": src, "model_sha256": model.sha256}
+
+# %% ../nbs/03d_run.ipynb #3cbf36f9
+class DrainingSupervisor(Multiprocess):
+    "uvicorn's worker supervisor, draining like one server: a stop signal closes its listening socket and reaches every worker at once."
+    stopping = False
+
+    def __init__(self, config, sockets):
+        super().__init__(config, sockets)
+        for sig in (signal.SIGTERM, signal.SIGINT): signal.signal(sig, self._stop)
+
+    def _stop(self, sig, frame):
+        self.signal_queue.append(sig)  # uvicorn's loop then stops and waits for the workers
+        if self.stopping: return
+        self.stopping = True
+        for sock in self.sockets: sock.close()  # new connections are refused once the workers close theirs, never queued
+        for p in self.processes:
+            try: os.kill(p.pid, signal.SIGTERM)
+            except (ProcessLookupError, TypeError): pass  # gone already, or not started
+
+    def keep_subprocess_alive(self):
+        if not self.stopping: super().keep_subprocess_alive()
 
 # %% ../nbs/03d_run.ipynb #71001fb3
 def _fd_cap(wanted: int) -> int:
@@ -152,7 +187,6 @@ def churn_serve(model: str = None, # Model directory (default: CHURN_MODEL_DIR, 
                ):
     "Serve churn predictions over HTTP."
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
     try:
         if port is None and "CHURN_PORT" not in os.environ: port = platform_port()  # CHURN_PORT, then $PORT, then 9696
     except ValueError as e: sys.exit(f"churn_serve: error: {e}")
@@ -162,6 +196,7 @@ def churn_serve(model: str = None, # Model directory (default: CHURN_MODEL_DIR, 
         configure_logging(s.log_format, s.log_level)
         for line in unknown_settings(): log.warning(line)  # a typo in a CHURN_* name would otherwise pass unseen
         verified = ensure_model(s)
+        check_prediction_log(s)
     except ModelError as e: sys.exit(f"churn_serve: error: {e}")
     except ValidationError as e: sys.exit(f"churn_serve: error: {_one_line(e)}")
     if not api_key_table(s):
@@ -171,18 +206,29 @@ def churn_serve(model: str = None, # Model directory (default: CHURN_MODEL_DIR, 
                 limit_concurrency=_fd_cap(s.max_connections), workers=s.workers)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # uvicorn handles it while serving; after a graceful stop, exit 0
     legacy = is_legacy(s.model_dir) and not s.registry_file  # a registry pins each version's digest itself
-    if s.workers == 1:
-        from churn_deploy.serve import create_app
-        config = uvicorn.Config(create_app(Settings(**overrides, model_sha256=verified.sha256 if legacy else None)), **opts)
-        config.churn_request_timeout, config.churn_max_header_bytes = s.request_timeout, s.max_header_bytes
-        uvicorn.Server(config).run()
-        return
+    from churn_deploy.serve import create_app
     with tempfile.TemporaryDirectory(prefix="churn-model-") as private:
-        os.environ.update({f"CHURN_{k.upper()}": str(v) for k, v in overrides.items()})
-        if legacy: os.environ.update(pin_model(s, verified, Path(private)))
-        config = uvicorn.Config("churn_deploy.serve:app", **opts)
+        os.environ.update({f"CHURN_{k.upper()}": str(v) for k, v in overrides.items()})  # for anything that reads the environment
+        pinned = Settings(**{**overrides, **pin_model(s, verified, Path(private))}) if legacy else s
+        # each worker builds the app from the same settings (pickled to it), serving the pinned copy and watching the original
+        config = uvicorn.Config(partial(create_app, pinned, Path(s.model_dir) if legacy else None), factory=True, **opts)
         config.churn_request_timeout, config.churn_max_header_bytes = s.request_timeout, s.max_header_bytes
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        if s.workers == 1: return uvicorn.Server(config).run()
+        supervisor = DrainingSupervisor(config, sockets=[config.bind_socket()])
+        supervisor.run()
+    if not supervisor.stopping: sys.exit("churn_serve: error: a worker failed to start (see the lines above)")
+
+# %% ../nbs/03d_run.ipynb #e8b786f1
+def check_prediction_log(s: Settings):
+    "Raise `ModelError` with one line when the prediction log is on and its file cannot be written, before any worker starts."
+    if s.prediction_log_sample <= 0 or s.prediction_log_file is None: return
+    f = Path(s.prediction_log_file)
+    where = f"CHURN_PREDICTION_LOG_FILE={f}"
+    try:
+        with open(f, "a"): pass
+    except OSError as e: raise ModelError(f"{where}: cannot write the prediction log: {e.strerror or e}") from None
+    if not os.access(f.parent, os.W_OK | os.X_OK):
+        raise ModelError(f"{where}: its directory is not writable, so the log cannot be rotated")
 
 # %% ../nbs/03d_run.ipynb #86a9a617
 @call_parse

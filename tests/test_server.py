@@ -332,6 +332,44 @@ def test_docs_render_offline(client, page, bundle):
     assert bundle in client.get(js).text
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_have_a_content_policy_and_frame_protection(client, page):
+    "As the desk's page: no framing, scripts only from the service or the page's own inline start-up script (by hash)."
+    r = client.get(page)
+    csp = r.headers.get("content-security-policy", "")
+    assert r.status_code == 200 and r.headers.get("x-frame-options") == "DENY", r.headers
+    assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp and "unsafe-eval" not in csp, csp
+    scripts = re.findall(r"script-src ([^;]*)", csp)[0].split()
+    assert scripts[0] == "'self'" and all(s.startswith("'sha256-") for s in scripts[1:]), csp
+    inline = re.findall(r"<script>(.*?)</script>", r.text, re.S)
+    assert len(scripts) - 1 == len(inline), (csp, len(inline))
+    import base64
+    for body in inline: assert f"'sha256-{base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()}'" in scripts
+
+
+def test_batch_customer_ids_reach_the_prediction_log_hashed(tmp_path, customers):
+    "A batch's customer_ids: one record per customer, each with its own id hashed like X-Customer-Id, in order; bad ids are 422."
+    import hmac
+    secret, logfile = "batch-ids-secret-0123456789", tmp_path / "predictions.jsonl"
+    batch, ids = customers[:5], [f"{i:04d}-CUST{i}" for i in range(5)]
+    with running_server(tmp_path / "server", CHURN_PREDICTION_LOG_SAMPLE="1", CHURN_PREDICTION_LOG_FILE=str(logfile),
+                        CHURN_PREDICTION_LOG_KEY=secret) as (url, proc, log):
+        with httpx.Client(base_url=url, timeout=30) as c:
+            r = c.post("/predict/batch", json={"customers": batch, "customer_ids": ids})
+            assert r.status_code == 200, r.text
+            assert_error(c.post("/predict/batch", json={"customers": batch, "customer_ids": ids[:4]}), 422, "customer_ids",
+                         in_message="4 ids for 5 customers")
+            assert_error(c.post("/predict/batch", json={"customers": batch, "customer_ids": [*ids[:3], "", "x"]}), 422, "customer_ids[3]")
+            assert_error(c.post("/predict/batch", json={"customers": batch, "customer_ids": [*ids[:3], "x" * 129, "x"]}), 422, "customer_ids[3]")
+            no_ids = c.post("/predict/batch", json={"customers": batch[:1]})
+            assert no_ids.status_code == 200, no_ids.text
+    records = [json.loads(l) for l in logfile.read_text().splitlines()]
+    hashed = [hmac.new(secret.encode(), i.encode(), hashlib.sha256).hexdigest() for i in ids]
+    assert [x["customer"] for x in records] == hashed + [None], [x["customer"] for x in records]
+    assert [x["probability"] for x in records[:5]] == [p["churn_probability"] for p in r.json()["predictions"]]
+    assert len({x["request_id"] for x in records[:5]}) == 1
+
+
 def test_openapi_documents_every_route_and_error(client):
     r = client.get("/openapi.json")
     assert r.status_code == 200

@@ -189,6 +189,36 @@ def test_port_in_use(model_dir):
     assert "address already in use" in r.stderr.lower(), r.stderr
 
 
+# ---------------------------------------------------------------- the prediction log cannot be written: the same one line
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("where", ["under a file", "in /proc"])
+def test_unwritable_prediction_log_is_one_line(tmp_path, model_dir, workers, where):
+    "Tests run as root, which writes anywhere a directory can be: the log's parent is a regular file, or /proc."
+    (tmp_path / "a-file").write_text("")
+    path = tmp_path / "a-file" / "predictions.jsonl" if where == "under a file" else Path("/proc/churn-predictions.jsonl")
+    r = serve(model_dir, "--workers", workers, CHURN_PREDICTION_LOG_SAMPLE="1", CHURN_PREDICTION_LOG_FILE=str(path))
+    assert_one_line_error(r, f"CHURN_PREDICTION_LOG_FILE={path}: cannot write the prediction log")
+    assert "Child process" not in r.stderr and "Started parent process" not in r.stderr, r.stderr
+
+
+def test_one_worker_serves_the_verified_model_after_an_edit(tmp_path, model_copy):
+    "With one worker as with several, a valid model.json written over the served one after start changes no answer."
+    with running_server(tmp_path / "logs", model=model_copy, CHURN_REGISTRY_POLL="0.2") as (url, proc, log):
+        with httpx.Client(base_url=url, timeout=30) as c:
+            before = c.post("/predict", json=SAMPLE_CUSTOMER).json()
+            def edit(m):
+                m["version"] = "edited-on-disk"
+                m["weights"]["intercept"] += 1.0
+            _edit_meta(model_copy, edit, reseal=True)
+            time.sleep(1.5)  # several registry polls
+            after = [c.post("/predict", json=SAMPLE_CUSTOMER).json() for _ in range(5)]
+            meta = c.get("/model").json()
+    assert after == [before] * 5, (before, after)
+    assert meta["version"] == before["model_version"] != "edited-on-disk"
+    assert "registry changed" not in log.read_text() and "Traceback" not in log.read_text()
+
+
 # ---------------------------------------------------------------- workers
 
 def _processes(field: int, value: int) -> list[int]:

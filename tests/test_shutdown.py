@@ -1,0 +1,80 @@
+"""SIGTERM with several workers under a keep-alive load drains like one worker: every request written on a connection
+that was open before the signal is answered (with `Connection: close` at the end), none is reset."""
+import http.client, json, os, signal, socket, threading, time
+
+import pytest
+
+from churn_deploy.data import SAMPLE_CUSTOMER
+from test_server import running_server
+
+BODY = json.dumps(SAMPLE_CUSTOMER).encode()
+HEADERS = {"Content-Type": "application/json"}
+LOST = (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine, http.client.IncompleteRead, socket.timeout)
+
+
+class KeepAliveLoad:
+    "`n` clients, each sending /predict on one keep-alive connection after another; every request's fate is recorded."
+    def __init__(self, port: int, n: int = 16):
+        self.port, self.stop, self.signal_at = port, threading.Event(), None
+        self.records = []  # (connection opened before the signal, outcome); outcome: 200, "reset", "refused"
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.client) for _ in range(n)]
+
+    def note(self, opened: float, outcome):
+        with self.lock: self.records.append((self.signal_at is None or opened < self.signal_at, outcome))
+
+    def client(self):
+        conn = None
+        while not self.stop.is_set():
+            if conn is None:
+                conn, opened = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30), time.monotonic()
+                try: conn.connect()
+                except ConnectionRefusedError:  # the listening socket is closed: the drain refuses, it does not reset
+                    self.note(opened, "refused"); conn = None
+                    if self.signal_at is not None: return
+                    time.sleep(0.01); continue
+            try:
+                conn.request("POST", "/predict", BODY, HEADERS)
+                r = conn.getresponse()
+                r.read()
+                self.note(opened, r.status)
+                if (r.getheader("connection") or "").lower() == "close": conn.close(); conn = None
+            except LOST:
+                self.note(opened, "reset"); conn.close(); conn = None
+
+    def __enter__(self):
+        for t in self.threads: t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads: t.join(60)
+
+
+def _wait_startups(log, n: int, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while log.read_text().count("Application startup complete") < n and time.monotonic() < deadline: time.sleep(0.1)
+    assert log.read_text().count("Application startup complete") >= n, log.read_text()[-3000:]
+
+
+def test_sigterm_with_two_workers_under_keep_alive_load_resets_nothing(tmp_path):
+    "5 runs of 2 workers under 16 keep-alive clients, SIGTERM to the process group (a runtime) or to the supervisor alone (docker stop)."
+    summary = []
+    for run in range(5):
+        with running_server(tmp_path / f"run{run}", "--workers", "2", startup=60, CHURN_GRACE_PERIOD="10") as (url, proc, log):
+            _wait_startups(log, 2)
+            with KeepAliveLoad(int(url.rsplit(":", 1)[1])) as load:
+                time.sleep(1.0)
+                load.signal_at = time.monotonic()
+                if run % 2: os.kill(proc.pid, signal.SIGTERM)  # the supervisor alone, as `docker stop` signals PID 1
+                else: os.killpg(proc.pid, signal.SIGTERM)  # the whole group, as a terminal or a process manager does
+                code = proc.wait(timeout=30)
+            text = log.read_text()
+        before = [o for early, o in load.records if early]
+        after = [o for early, o in load.records if not early]
+        summary.append((run, len(before), before.count("reset"), len(after), after.count("reset"), after.count("refused")))
+        assert before.count(200) > 100, (run, before[:20], text[-2000:])
+        assert set(before) == {200}, f"run {run}: requests on connections open before SIGTERM were not answered: " \
+                                     f"{[o for o in before if o != 200][:5]} ({before.count('reset')} resets)\n{text[-2000:]}"
+        assert code == 0 and "Traceback" not in text, (code, text[-3000:])
+    print("run, requests on earlier connections, their resets, on later connections, their resets, refused:", summary)
