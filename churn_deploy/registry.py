@@ -223,6 +223,11 @@ def registry_lock(root: str | Path, wait: float | None = None):
     finally: os.close(fd)
 
 # %% ../nbs/02a_registry.ipynb #c396758d
+def _version_files(meta: dict) -> list[str]:
+    "The files a model directory holds: model.json and each artifact it names (model.bin, holdout.json, …), plain names only."
+    names = [n for n in meta.get("artifacts", {}) if isinstance(n, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", n)]
+    return [META_FILE, *dict.fromkeys(names + [MODEL_FILE])]
+
 def add_version(root: str | Path, src: str | Path) -> str:
     "Register the model directory `src` under `root/<version>/` (copied once, never changed); return its version."
     root, src = Path(root), Path(src)
@@ -239,8 +244,8 @@ def add_version(root: str | Path, src: str | Path) -> str:
         owner = _registry_owner(root)
         tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
         try:
-            for name in (META_FILE, MODEL_FILE):
-                if (src / name).exists(): shutil.copy2(src / name, tmp / name); _readable(tmp / name, owner)
+            for name in _version_files(meta):
+                if (src / name).is_file(): shutil.copy2(src / name, tmp / name); _readable(tmp / name, owner)
             _readable(tmp, owner)
             os.replace(tmp, dest)
         except BaseException:
@@ -253,19 +258,24 @@ def init_registry(root: str | Path) -> RegistryFile:
     root = Path(root)
     with registry_lock(root):
         if not is_legacy(root): return read_registry(root)
-        reg = read_registry(root)
+        reg, files = read_registry(root), _version_files(read_metadata(root))
         dest, owner = version_dir(root, reg.champion), _registry_owner(root)
         dest.mkdir()
-        for name in (META_FILE, MODEL_FILE):
-            if (root / name).exists(): shutil.copy2(root / name, dest / name); _readable(dest / name, owner)
+        for name in files:
+            if (root / name).is_file(): shutil.copy2(root / name, dest / name); _readable(dest / name, owner)
         _readable(dest, owner)
         write_registry(root, reg)
-        for name in (META_FILE, MODEL_FILE): (root / name).unlink(missing_ok=True)
+        for name in files: (root / name).unlink(missing_ok=True)
     return reg
 
 # %% ../nbs/02a_registry.ipynb #332b8037
+def _registry_only(root: str | Path) -> Path:
+    "`root`, if it is a registry: a one-version directory must be converted before its roles change."
+    if is_legacy(root): raise RegistryError(f"{root} holds one version, not a registry; `churn_models init` converts it")
+    return Path(root)
+
 def _update(root, **changes) -> RegistryFile:
-    reg = read_registry(root)
+    reg = read_registry(_registry_only(root))
     new = RegistryFile.model_validate({**reg.model_dump(), **changes})
     write_registry(root, new)
     return new
@@ -279,7 +289,7 @@ def _off(reg: RegistryFile) -> dict: return Routing(salt=reg.routing.salt).model
 
 def promote(root: str | Path, version: str) -> RegistryFile:
     "Make `version` the champion; the old champion becomes `previous`."
-    with registry_lock(root):
+    with registry_lock(_registry_only(root)):
         reg = read_registry(root)
         _known(reg, version)
         if version == reg.champion: raise RegistryError(f"{version} is already the champion")
@@ -289,14 +299,14 @@ def promote(root: str | Path, version: str) -> RegistryFile:
 
 def rollback(root: str | Path) -> RegistryFile:
     "Swap the champion and the previous champion."
-    with registry_lock(root):
+    with registry_lock(_registry_only(root)):
         reg = read_registry(root)
         if reg.previous is None: raise RegistryError("nothing to roll back to: no previous champion")
         return _update(root, champion=reg.previous, previous=reg.champion)
 
 def set_challenger(root: str | Path, version: str | None, mode: str = "shadow", fraction: float = 0.0) -> RegistryFile:
     "Make `version` the challenger (None: no challenger) with the given routing; it leaves any other role it had."
-    with registry_lock(root):
+    with registry_lock(_registry_only(root)):
         reg = read_registry(root)
         if version is None: return _update(root, challenger=None, routing=_off(reg))
         _known(reg, version)
@@ -306,7 +316,7 @@ def set_challenger(root: str | Path, version: str | None, mode: str = "shadow", 
 
 def route(root: str | Path, mode: str, fraction: float | None = None) -> RegistryFile:
     "Set the routing mode (and the canary fraction)."
-    with registry_lock(root):
+    with registry_lock(_registry_only(root)):
         reg = read_registry(root)
         routing = {**reg.routing.model_dump(), "mode": mode}
         if fraction is not None: routing["fraction"] = fraction
@@ -315,7 +325,7 @@ def route(root: str | Path, mode: str, fraction: float | None = None) -> Registr
 
 def reject(root: str | Path, version: str) -> RegistryFile:
     "Record `version` as rejected (it keeps its directory and its report); it leaves any other role it had."
-    with registry_lock(root):
+    with registry_lock(_registry_only(root)):
         reg = read_registry(root)
         _known(reg, version)
         if version == reg.champion: raise RegistryError(f"{version} is the champion; promote or roll back to another version first")
@@ -333,7 +343,7 @@ def prune(root: str | Path, keep: int) -> list[str]:
     "Delete all but the `keep` newest versions, never one with a role but rejected; return the deleted versions."
     if keep < 1: raise RegistryError("--keep must be at least 1")
     root = Path(root)
-    with registry_lock(root):
+    with registry_lock(_registry_only(root)):
         reg = read_registry(root)
         created = {v: read_metadata(version_dir(root, v)).get("created_at", "") for v in reg.versions}
         newest = sorted(reg.versions, key=lambda v: (created[v], v), reverse=True)[:keep]
@@ -355,7 +365,8 @@ def _relabelled(src: Path, dest: Path, version: str, created_at: str | None = No
     meta.pop("meta_sha256", None)
     meta["meta_sha256"] = canonical_sha256(meta)
     (dest / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    if (src / MODEL_FILE).exists(): shutil.copy2(src / MODEL_FILE, dest / MODEL_FILE)
+    for name in _version_files(meta)[1:]:
+        if (src / name).is_file(): shutil.copy2(src / name, dest / name)
     return dest
 
 # %% ../nbs/02a_registry.ipynb #88de6d09
