@@ -25,7 +25,9 @@ from starlette.requests import Request
 from .api import CUSTOMER_BODY_LIMIT, ERROR_TEXT, Customer, count_keys, error_response, read_json
 from .config import get_settings
 from .data import COLUMNS, DOMAINS, FEATURES, ID, NUMERIC_RANGES, SAMPLE_CUSTOMER, TARGET, ChurnDataError
-from .predict import ChurnModel, ModelError, _sigmoid, load_model
+from .predict import ChurnModel, ModelError, _sigmoid
+from .registry import resolve_model
+from .sheets import write_safe_csv
 
 # %% auto #0
 __all__ = ['OFFER_KINDS', 'ADDONS', 'CONTRACTS', 'AUTOMATIC_PAYMENTS', 'DISCOUNT_STEPS', 'DISCOUNT_MAX', 'DISCOUNT_LIMIT',
@@ -636,6 +638,7 @@ def read_campaign_input(path: str | Path, # A raw Telco-format CSV, `Churn` opti
                        ) -> tuple:
     "The checked and cleaned customers of `path`, with the value and cost columns (None when not asked for)."
     from churn_deploy.data import check_raw, clean, read_raw
+    from churn_deploy.score import check_unique_ids  # a customer listed twice would be called twice
     if not Path(path).is_file(): raise ChurnDataError(f"input {str(path)!r} is not a file")
     raw, extra = read_raw(path), {}
     for flag, col in (("--value-column", value_column), ("--cost-column", cost_column)):
@@ -644,7 +647,7 @@ def read_campaign_input(path: str | Path, # A raw Telco-format CSV, `Churn` opti
         if col not in raw.columns: raise ChurnDataError(f"{flag}: no column {col!r} in {path}")
         extra[col] = _amounts(raw, col)
     raw = raw.drop(columns=list(extra))
-    df = clean(check_raw(raw, target=TARGET in {c.lower() for c in raw.columns}))
+    df = clean(check_unique_ids(check_raw(raw, target=TARGET in {c.lower() for c in raw.columns}), path))
     return df, extra.get(value_column), extra.get(cost_column)
 
 def plan_campaign(df, # Cleaned customers, as from `read_campaign_input`
@@ -698,7 +701,8 @@ def _campaign_options(input: str = None, # Raw Telco-format CSV of the customers
                       offers: str = None, # Offer kinds allowed, comma-separated (default: all)
                       discount_max: str = None, # Largest discount offered, a fraction of the monthly charge (default 0.2)
                       value_model: str = None, # issue (default): p × save rate × value − cost; offer: save rate × (p − p′ − discount) × value − cost
-                      model: str = None, # Model directory (default: CHURN_MODEL_DIR, or ./model)
+                      model: str = None, # Model directory or registry (default: CHURN_MODEL_DIR, or ./model)
+                      version: str = None, # The registry's version to plan with (default: its champion)
                       output: str = "targets.csv", # CSV to write: the ranked target list
                      ):
     "Plan a retention campaign: whom to call within the budget, with which offer, and what it should save."
@@ -728,12 +732,14 @@ def churn_campaign(argv: list[str] | None = None, # The arguments (default: the 
         except OfferError as e: raise ChurnDataError("--offers: " + str(e).split(": ", 1)[1]) from None
         vm = a["value_model"] or VALUE_MODELS[0]
         if vm not in VALUE_MODELS: raise ChurnDataError(f"--value-model: {vm[:40]!r} is not one of {', '.join(VALUE_MODELS)}")
-        m = load_model(a["model"] or get_settings().model_dir)
+        source = a["model"] or get_settings().model_dir
+        m, used = resolve_model(source, a["version"])
         df, values, costs = read_campaign_input(input, value_column, cost_column)
         targets, totals = plan_campaign(df, m, b, cost, rate, horizon, values, costs, kinds, dmax, vm)
-        try: targets.to_csv(output, index=False)
+        try: write_safe_csv(output, targets.columns, zip(*(targets[c].tolist() for c in targets.columns)))
         except OSError as e: raise ChurnDataError(f"cannot write {output}: {e.strerror or e}") from None
     except (ChurnDataError, ModelError, ValueError) as e: sys.exit(f"churn_campaign: error: {e}")
+    print(f"churn_campaign: model {used} ({'--version' if a['version'] else 'the champion'}) of {source}", file=sys.stderr)
     value = f"{value_column} column" if value_column else f"{horizon:g} months of charges"
     net = "p × save rate × value − cost" if vm == "issue" else "save rate × (p − p′ − discount) × value − cost"
     print(f"{len(df):,} customers in {input}; budget {b:,.2f}, {'per-customer costs' if cost_column else f'{cost:,.2f} a call'}, "

@@ -5,6 +5,7 @@
 # %% ../nbs/04_score.ipynb #b12443f4
 from __future__ import annotations
 
+import csv
 import secrets
 import sys
 from datetime import datetime, timezone
@@ -14,16 +15,19 @@ import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from fastcore.script import call_parse
 
 from .config import get_settings
 from .data import FEATURES, ID, ChurnDataError, _to_number, check_raw, clean, clean_category, read_raw
 from .monitor import MonitorError, customer_hash, log_key, prediction_record
-from .predict import ChurnModel, ModelError, load_model
+from .predict import ChurnModel, ModelError
+from .registry import resolve_model
+from .sheets import safe_column
 
 # %% auto #0
-__all__ = ['score_raw', 'score_file', 'churn_score', 'write_prediction_log']
+__all__ = ['score_raw', 'first_duplicate', 'check_unique_ids', 'score_file', 'churn_score', 'write_prediction_log']
 
 # %% ../nbs/04_score.ipynb #2658b67d
 def score_raw(raw: pd.DataFrame, # A raw frame that passed `check_raw`
@@ -38,6 +42,37 @@ def score_raw(raw: pd.DataFrame, # A raw frame that passed `check_raw`
     for f, w in model.numeric: z += w * _to_number(raw[cols[f]], f).to_numpy()
     return 1.0 / (1.0 + np.exp(-z))
 
+# %% ../nbs/04_score.ipynb #4b189091
+def first_duplicate(ids: pd.Series, # The customer ids, in file order
+                   ) -> tuple[str, list[int]] | None:
+    "The first id that repeats an earlier one, with every row (from 0) holding it; None when each id is there once."
+    if len(pc.unique(pa.array(ids))) == len(ids): return None
+    first = ids[ids.duplicated()].iloc[0]
+    return first, np.flatnonzero((ids == first).to_numpy()).tolist()
+
+def _file_lines(path: str | Path, rows: list[int]) -> list[int]:
+    "The file line each data row (from 0) starts on: the header is line 1; a blank line holds no row, as for `read_raw`."
+    want, found, row, end = set(rows), {}, -1, 0  # row -1: the header
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f)
+        for rec in reader:
+            start, end = end + 1, reader.line_num
+            if not rec: continue
+            if row in want: found[row] = start
+            if (row := row + 1) > max(want): break
+    return [found.get(r, r + 2) for r in rows]
+
+def check_unique_ids(raw: pd.DataFrame, # As read by `read_raw`
+                     path: str | Path, # The file it was read from, for the line numbers
+                    ) -> pd.DataFrame:
+    "`raw`, or `ChurnDataError` naming the first customer id that repeats and the file lines holding it."
+    id_col = next(c for c in raw.columns if c.lower() == ID)
+    if (dup := first_duplicate(raw[id_col])) is None: return raw
+    first, rows = dup
+    lines = [str(n) for n in _file_lines(path, rows[:5])] + ([f"{len(rows) - 5:,} more"] if len(rows) > 5 else [])
+    where = ", ".join(lines[:-1]) + " and " + lines[-1]
+    raise ChurnDataError(f"{id_col} {first[:60]!r} appears more than once, on lines {where}; list each customer once")
+
 # %% ../nbs/04_score.ipynb #a26e0d32
 def score_file(input: str | Path, output: str | Path, model: ChurnModel,
                prediction_log: str | Path | None = None, # Also write one prediction-log record per customer here
@@ -45,10 +80,11 @@ def score_file(input: str | Path, output: str | Path, model: ChurnModel,
               ) -> int:
     "Score the raw churn CSV `input` into `output` (and a prediction log); return the number of rows."
     if not Path(input).is_file(): raise ChurnDataError(f"input {str(input)!r} is not a file")
-    raw = check_raw(read_raw(input), target=False)
+    raw = check_unique_ids(check_raw(read_raw(input), target=False), input)
     p = score_raw(raw, model)
     id_col = next(c for c in raw.columns if c.lower() == ID)  # `customerID`, as the file spells it
-    out = pa.table({id_col: raw[id_col].to_numpy(), "churn_probability": p, "churn": p >= model.threshold})
+    ids = pa.array(safe_column(raw[id_col]))  # Arrow's own strings when pandas holds them so: no copy
+    out = pa.table({id_col: ids, "churn_probability": p, "churn": p >= model.threshold})
     try: pacsv.write_csv(out, output, pacsv.WriteOptions(quoting_style="needed"))
     except (OSError, pa.ArrowException) as e: raise ChurnDataError(f"cannot write {output}: {e}") from None
     if prediction_log is not None: write_prediction_log(prediction_log, raw, p, model, secret)
@@ -57,7 +93,8 @@ def score_file(input: str | Path, output: str | Path, model: ChurnModel,
 @call_parse
 def churn_score(input: str = None, # Raw Telco-format CSV to score (the Churn column may be absent)
                 output: str = None, # CSV to write: customerID, churn_probability, churn
-                model: str = None, # Model directory (default: CHURN_MODEL_DIR, or ./model)
+                model: str = None, # Model directory or registry (default: CHURN_MODEL_DIR, or ./model)
+                version: str = None, # The registry's version to score with (default: its champion)
                 prediction_log: str = None, # Also write one prediction-log record (JSON line) per customer to this file
                 key_secret: str = None, # The prediction-log secret for the records' customer hash (default: CHURN_PREDICTION_LOG_KEY)
                ):
@@ -65,8 +102,11 @@ def churn_score(input: str = None, # Raw Telco-format CSV to score (the Churn co
     if not (input and output): sys.exit("churn_score: error: --input and --output are both required")
     try:
         secret = log_key(key_secret) if prediction_log else None
-        n = score_file(input, output, load_model(model or get_settings().model_dir), prediction_log, secret)
+        source = model or get_settings().model_dir
+        m, used = resolve_model(source, version)
+        n = score_file(input, output, m, prediction_log, secret)
     except (ChurnDataError, ModelError, MonitorError) as e: sys.exit(f"churn_score: error: {e}")
+    print(f"churn_score: model {used} ({'--version' if version else 'the champion'}) of {source}", file=sys.stderr)
     print(f"scored {n:,} customers into {output}")
     if prediction_log: print(f"and {n:,} prediction records into {prediction_log}" + ("" if secret else " (no secret: customer null)"))
 

@@ -123,7 +123,7 @@ def test_score_unwritable_output(tmp_path, one_customer_csv, model_dir):
 
 def test_score_missing_model(tmp_path, one_customer_csv):
     r = run(script("churn_score"), "--input", str(one_customer_csv), "--output", str(tmp_path / "out.csv"), "--model", str(tmp_path / "none"))
-    assert_one_line_error(r, "churn_score: error: ", "no model in", str(tmp_path / "none"))
+    assert_one_line_error(r, "churn_score: error: ", str(tmp_path / "none"), "model.json")
 
 
 # ---------------------------------------------------------------- churn_client against the real server
