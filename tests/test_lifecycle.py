@@ -201,3 +201,44 @@ def test_registry_file_elsewhere_as_a_configmap(tmp_path, registry):
         while post() != second and time.monotonic() < deadline: time.sleep(0.2)
         assert post() == second
         assert json.loads((root / REGISTRY_FILE).read_text())["champion"] == first  # the image's registry is untouched
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_one_version_directory_that_becomes_a_registry_is_followed_under_load(tmp_path, workers):
+    """Served from the committed layout (model.json, no registry), converted as churn_retrain does, with a canary challenger:
+    every worker follows with one line, and no request fails."""
+    root = tmp_path / "model"
+    shutil.copytree(ROOT / "model", root, ignore=shutil.ignore_patterns(REGISTRY_FILE))
+    first = json.loads((root / META_FILE).read_text())["version"]
+    candidate = _variant(root, tmp_path / "v2", "0.2.0+intercept1", "2030-01-01T00:00:00+00:00", 1.0)
+    n = int(workers)
+    with running_server(tmp_path / "logs", "--workers", workers, model=root, startup=60, CHURN_REGISTRY_POLL=POLL) as (url, proc, log):
+        _wait_startups(log, n)
+        with Load(url) as load:
+            time.sleep(1)
+            init_registry(root)  # what churn_retrain and churn_models do to a one-version directory
+            second = add_version(root, candidate)
+            set_challenger(root, second, "canary", 0.5)
+            deadline = time.monotonic() + 10
+            while log.read_text().count("became a registry") < n and time.monotonic() < deadline: time.sleep(0.2)
+            time.sleep(2 * float(POLL) + 0.5)  # the last registry write, followed too
+            t1 = time.monotonic()
+            time.sleep(1.5)
+        text = log.read_text()
+        assert text.count("became a registry, followed from now on") == n, text[-3000:]
+        statuses = [s for _, s, _, _ in load.log]
+        assert len(statuses) > 200 and set(statuses) == {200}, {s for s in statuses if s != 200}
+        assert {(v, r) for _, _, v, r in load.since(t1)} == {(first, "champion"), (second, "challenger")}
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for _ in range(4):  # each worker, over new connections
+                served = c.get("/model", headers={"connection": "close"}).json()["served"]
+                assert (served["challenger"]["version"], served["routing"]["mode"]) == (second, "canary"), served
+        # and back to one model.json: no crash, the state stays
+        (root / REGISTRY_FILE).unlink()
+        shutil.copy(version_dir(root, first) / META_FILE, root / META_FILE)
+        time.sleep(2 * float(POLL) + 0.5)
+        with httpx.Client(base_url=url, timeout=30) as c:
+            assert c.post("/predict", json=SAMPLE_CUSTOMER).status_code == 200
+        assert proc.poll() is None
+    text = log.read_text()
+    assert text.count("is a one-version directory again") == n and "Traceback" not in text, text[-3000:]
