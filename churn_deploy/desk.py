@@ -26,7 +26,6 @@ from .api import CUSTOMER_BODY_LIMIT, ERROR_TEXT, Customer, count_keys, error_re
 from .config import get_settings
 from .data import COLUMNS, DOMAINS, FEATURES, ID, NUMERIC_RANGES, SAMPLE_CUSTOMER, TARGET, ChurnDataError
 from .predict import ChurnModel, ModelError, _sigmoid
-from .registry import resolve_model
 from .sheets import write_safe_csv
 
 # %% auto #0
@@ -733,7 +732,8 @@ def churn_campaign(argv: list[str] | None = None, # The arguments (default: the 
         vm = a["value_model"] or VALUE_MODELS[0]
         if vm not in VALUE_MODELS: raise ChurnDataError(f"--value-model: {vm[:40]!r} is not one of {', '.join(VALUE_MODELS)}")
         source = a["model"] or get_settings().model_dir
-        m, used = resolve_model(source, a["version"])
+        from churn_deploy.score import scoring_model  # pandas and pyarrow: not for the server that imports this module
+        m, used = scoring_model(source, a["version"])
         df, values, costs = read_campaign_input(input, value_column, cost_column)
         targets, totals = plan_campaign(df, m, b, cost, rate, horizon, values, costs, kinds, dmax, vm)
         try: write_safe_csv(output, targets.columns, zip(*(targets[c].tolist() for c in targets.columns)))

@@ -9,9 +9,12 @@ import bisect
 import collections
 import logging
 import logging.handlers
+import os
 import queue
+import stat
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 
 import orjson
@@ -88,16 +91,82 @@ class DriftMetrics:
             for k, n in keys: c[k] += n
 
 # %% ../nbs/03e_observe.ipynb #ae1c3b69
+_log = logging.getLogger("churn")
+
 class _CountingErrors:
-    "A handler mixin: a failing write is counted, never printed or raised."
-    failures = 0
-    def handleError(self, record): self.failures += 1
+    "A handler mixin: a failing write is counted, never raised; one log line a minute says records are being lost."
+    failures, _warned_at, _failing = 0, -float("inf"), False
+    def handleError(self, record):
+        self.failures += 1
+        self._failing = True
+        if time.monotonic() - self._warned_at >= 60:
+            self._warned_at = time.monotonic()
+            e = sys.exc_info()[1]
+            why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            _log.warning("prediction log: cannot write %s (%s); prediction records are being lost (%d so far)",
+                         self.sink, why, self.failures)
 
-class _RecordFile(_CountingErrors, logging.handlers.RotatingFileHandler): pass
-class _RecordStream(_CountingErrors, logging.StreamHandler): pass
+    def recovered(self):
+        "Say once that writing works again, after a failure."
+        self._failing = False
+        _log.warning("prediction log: writing %s again (%d prediction records lost in all)", self.sink, self.failures)
 
-class _BareJson(logging.Formatter):
-    def format(self, record): return orjson.dumps(record.prediction).decode()
+class _RecordStream(_CountingErrors, logging.StreamHandler):
+    sink = "to stdout"
+    def emit(self, record):
+        before = self.failures
+        super().emit(record)  # counts a failure itself
+        if self._failing and self.failures == before: self.recovered()
+
+class _RecordFile(_CountingErrors, logging.Handler):
+    "The JSONL sink: each record one whole line, appended with one `os.write`; a write cut short is cut back off the file."
+    _write = staticmethod(os.write)  # the notebook's tests stand a full disk in here
+    def __init__(self, path, max_bytes: int = 0, backups: int = 0):
+        super().__init__()
+        self.path, self.max_bytes, self.backups = os.fspath(path), max_bytes, backups
+        self.sink = self.path
+        self.fd: int | None = None
+        self._open()  # an unwritable place fails here, at start
+
+    def _open(self):
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        st = os.fstat(self.fd)
+        self.size, self.rotates = st.st_size, stat.S_ISREG(st.st_mode) and self.max_bytes > 0 and self.backups > 0
+
+    def _rotate(self):
+        "`path` becomes `path.1`, `path.1` becomes `path.2`, …, as `RotatingFileHandler` does."
+        os.close(self.fd); self.fd = None
+        for i in range(self.backups - 1, 0, -1):
+            if os.path.exists(f"{self.path}.{i}"): os.replace(f"{self.path}.{i}", f"{self.path}.{i + 1}")
+        os.replace(self.path, f"{self.path}.1")
+
+    def emit(self, record):
+        try:
+            data = orjson.dumps(record.prediction, option=orjson.OPT_APPEND_NEWLINE)
+            if self.fd is None: self._open()  # after a failed rotation
+            if self.rotates and self.size and self.size + len(data) >= self.max_bytes:
+                self._rotate(); self._open()
+            self._append(data)
+        except Exception: self.handleError(record)
+        else:
+            if self._failing: self.recovered()
+
+    def _append(self, data: bytes):
+        "Write `data` whole, or raise with the file as it was: a short write (a disk filling up) is cut back off."
+        done = self._write(self.fd, data)
+        while done < len(data):
+            try: done += self._write(self.fd, data[done:])
+            except OSError:
+                end = os.lseek(self.fd, 0, os.SEEK_CUR)  # just after our part record: appends go to the end
+                try:
+                    if os.fstat(self.fd).st_size == end: os.ftruncate(self.fd, end - done)  # nobody appended since
+                except OSError: pass
+                raise
+        self.size = os.lseek(self.fd, 0, os.SEEK_CUR) if self.rotates else self.size + done
+
+    def close(self):
+        if self.fd is not None: os.close(self.fd); self.fd = None
+        super().close()
 
 class PredictionLog:
     "Sampled prediction records, queued on the request path and written by a background thread to stdout and a JSONL file."
@@ -109,14 +178,14 @@ class PredictionLog:
         out = _RecordStream(stream or sys.stdout)
         out.setFormatter(formatter or _StdoutJson())
         self.handlers = [out]
-        if file:
-            f = _RecordFile(file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=False)
-            f.setFormatter(_BareJson())
-            self.handlers.append(f)
+        if file: self.handlers.append(_RecordFile(file, max_bytes, backups))
         self.listener = logging.handlers.QueueListener(self.queue, *self.handlers, respect_handler_level=False)
 
     def start(self): self.listener.start(); return self
-    def stop(self): self.listener.stop()
+    def stop(self):
+        "Write every queued record, in order, then close the file."
+        if self.listener._thread is not None: self.listener.stop()
+        for h in self.handlers[1:]: h.close()
 
     @property
     def sink_errors(self) -> int: return sum(h.failures for h in self.handlers)

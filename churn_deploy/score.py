@@ -23,11 +23,12 @@ from .config import get_settings
 from .data import FEATURES, ID, ChurnDataError, _to_number, check_raw, clean, clean_category, read_raw
 from .monitor import MonitorError, customer_hash, log_key, prediction_record
 from .predict import ChurnModel, ModelError
-from .registry import resolve_model
+from .registry import RegistryError, is_registry, resolve_model
 from .sheets import safe_column
 
 # %% auto #0
-__all__ = ['score_raw', 'first_duplicate', 'check_unique_ids', 'score_file', 'churn_score', 'write_prediction_log']
+__all__ = ['score_raw', 'first_duplicate', 'check_unique_ids', 'scoring_model', 'score_file', 'churn_score',
+           'write_prediction_log']
 
 # %% ../nbs/04_score.ipynb #2658b67d
 def score_raw(raw: pd.DataFrame, # A raw frame that passed `check_raw`
@@ -73,6 +74,18 @@ def check_unique_ids(raw: pd.DataFrame, # As read by `read_raw`
     where = ", ".join(lines[:-1]) + " and " + lines[-1]
     raise ChurnDataError(f"{id_col} {first[:60]!r} appears more than once, on lines {where}; list each customer once")
 
+# %% ../nbs/04_score.ipynb #dd4010b1
+def scoring_model(source: str | Path, # A model directory or a registry
+                  version: str | None = None, # A registered version (default: the champion)
+                 ) -> tuple[ChurnModel, str]:
+    "The verified model of `source`'s champion (or `version`) and its version; an error never advises training into a registry."
+    try: return resolve_model(source, version)
+    except ModelError as e:
+        if "churn_train --out" not in str(e) or not is_registry(source): raise
+        why = str(e).split("; retrain with `churn_train --out")[0].split("; train one with `churn_train --out")[0]
+        raise RegistryError(f"{why}; register a good version in {source} with `churn_models add`, "
+                            "or pick another with --version") from None
+
 # %% ../nbs/04_score.ipynb #a26e0d32
 def score_file(input: str | Path, output: str | Path, model: ChurnModel,
                prediction_log: str | Path | None = None, # Also write one prediction-log record per customer here
@@ -103,7 +116,7 @@ def churn_score(input: str = None, # Raw Telco-format CSV to score (the Churn co
     try:
         secret = log_key(key_secret) if prediction_log else None
         source = model or get_settings().model_dir
-        m, used = resolve_model(source, version)
+        m, used = scoring_model(source, version)
         n = score_file(input, output, m, prediction_log, secret)
     except (ChurnDataError, ModelError, MonitorError) as e: sys.exit(f"churn_score: error: {e}")
     print(f"churn_score: model {used} ({'--version' if version else 'the champion'}) of {source}", file=sys.stderr)
