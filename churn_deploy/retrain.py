@@ -5,9 +5,13 @@
 # %% ../nbs/02b_retrain.ipynb #3418ed34
 from __future__ import annotations
 
-from .train import MIN_PER_CLASS, _created_at, check_trainable, save_model, split_data, to_records, train_model  # first: it pins the BLAS kernels before numpy loads
+from .train import (MIN_PER_CLASS, _created_at, check_trainable, holdout_record, rows_sha256, save_model,  # first:
+                                split_by_id, split_data, to_records, train_model)  # it pins the BLAS kernels before numpy loads
+#: it pins the BLAS kernels before numpy loads
 
 import itertools
+import hashlib
+import shutil
 import json
 import sys
 import tempfile
@@ -20,34 +24,31 @@ from fastcore.script import call_parse
 from pydantic import ValidationError
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score, roc_curve
 
-from .config import MODEL_FILE, get_settings
-from .data import (COLUMNS, DOMAINS, FEATURES, ID, NUMERIC_RANGES, NUMERICAL, TARGET, ChurnDataError,
+from .config import DATA_FILE, META_FILE, MODEL_FILE, get_settings
+from .data import (COLUMNS, DOMAINS, FEATURES, HOLDOUT_FILE, ID, NUMERIC_RANGES, NUMERICAL, TARGET, ChurnDataError,
                                canonical_sha256, file_sha256, find_data, load_churn_data)
 from .predict import ChurnModel, ModelError, load_model, read_metadata
 from . import registry
 from .registry import add_version, init_registry, is_legacy, model_of, read_registry, version_dir
 
 # %% auto #0
-__all__ = ['PROBE_RANGES', 'MAX_GENDER_SHIFT', 'BEHAVIOUR_TESTS', 'THRESHOLDS', 'EXIT_REJECTED', 'Holdout', 'rows_sha256',
-           'champion_holdout', 'file_holdout', 'calibration_bins', 'calibration_error', 'score_metrics', 'model_scores',
-           'weighted_aucs', 'bootstrap_auc_diff', 'probe_customers', 'month_to_month_above_two_year',
+__all__ = ['PROBE_RANGES', 'MAX_GENDER_SHIFT', 'BEHAVIOUR_TESTS', 'THRESHOLDS', 'EXIT_REJECTED', 'REPORT_FILES', 'Holdout',
+           'find_source', 'champion_holdout', 'file_holdout', 'calibration_bins', 'calibration_error', 'score_metrics',
+           'model_scores', 'weighted_aucs', 'bootstrap_auc_diff', 'probe_customers', 'month_to_month_above_two_year',
            'tenure_never_raises', 'every_field_used', 'every_value_learned', 'gender_invariant', 'bounded_at_extremes',
-           'behaviour_tests', 'gate_checks', 'decide', 'compare', 'report_markdown', 'write_report', 'RetrainRun',
-           'retrain', 'summary', 'churn_retrain']
+           'behaviour_tests', 'gate_checks', 'decide', 'compare', 'compared', 'report_markdown', 'keep_earlier_report',
+           'write_report', 'RetrainRun', 'unique_ids', 'retrain', 'summary', 'churn_retrain']
 
 # %% ../nbs/02b_retrain.ipynb #b3b54f95
 @dataclass
 class Holdout:
     "The frozen customers both models are scored on, and where they came from."
     df: pd.DataFrame # Cleaned rows: id, features, target
-    source: str # "champion's test split" or "file"
+    source: str # "champion's holdout", "champion's test split" (a champion without holdout.json) or "file"
     file: str # The CSV's file name
     file_sha256: str # sha256 of the CSV's bytes
     sha256: str # `rows_sha256(df)`
-
-def rows_sha256(df: pd.DataFrame) -> str:
-    "sha256 of cleaned rows (id, features, target, in order), whatever the file's formatting."
-    return canonical_sha256(df[COLUMNS].to_dict(orient="records"))
+    record: dict # What a candidate keeps in its holdout.json (`holdout_record`)
 
 def _both_classes(df: pd.DataFrame, what: str) -> pd.DataFrame:
     churned = int(df[TARGET].sum())
@@ -56,24 +57,64 @@ def _both_classes(df: pd.DataFrame, what: str) -> pd.DataFrame:
                              f"a holdout needs at least {MIN_PER_CLASS} of each class")
     return df
 
+def find_source(name: str, # The file name the champion records
+                sha256: str, # Its sha256
+                data: str | Path | None = None, # The new data, tried first (it may be that very file)
+               ) -> Path:
+    "The CSV with `sha256`: `data`, `CHURN_DATA`, the cache, or (the course's file only) the download; else one line saying where it looked."
+    s, looked = get_settings(), []
+    for p, origin in ((data, "--data"), (s.data, "CHURN_DATA"), (s.cache_dir / name, "the cache")):
+        if p is None: continue
+        p = Path(p).expanduser()
+        if not p.is_file(): looked.append(f"{origin} {p} (no such file)"); continue
+        if (got := file_sha256(p)) == sha256: return p
+        looked.append(f"{origin} {p} (sha256 {got[:12]}…)")
+    if s.data is None and name == DATA_FILE and not (s.cache_dir / name).exists():
+        try:
+            if file_sha256(p := find_data(None, s)) == sha256: return p
+            looked.append(f"the download from {s.data_url} (another file)")
+        except ChurnDataError: looked.append(f"the download from {s.data_url} (failed)")
+    raise ChurnDataError(f"the champion's holdout comes from {name} (sha256 {sha256}), which is not here: looked at "
+                         f"{'; '.join(looked)}; set CHURN_DATA to that file, or pass --holdout PATH")
+
+def _read_holdout_file(d: Path, meta: dict) -> dict | None:
+    "A champion's holdout.json, checked against the sha256 its model.json records; None if it has none."
+    path, want = d / HOLDOUT_FILE, meta.get("artifacts", {}).get(HOLDOUT_FILE, {}).get("sha256")
+    if not path.is_file(): return None
+    raw = path.read_bytes()
+    if want and hashlib.sha256(raw).hexdigest() != want:
+        raise ChurnDataError(f"{path} does not match the sha256 recorded in {d / META_FILE}")
+    try: rec = json.loads(raw); rec["source"]["file"], rec["source"]["sha256"], rec["customer_ids"], rec["rows_sha256"]
+    except (ValueError, KeyError, TypeError): raise ChurnDataError(f"{path} is not a holdout file") from None
+    return rec
+
 def champion_holdout(meta: dict, # The champion's model.json, as `read_metadata` gives it
-                     data: str | Path | None = None, # The champion's training CSV (default: `find_data`'s search)
+                     data: str | Path | None = None, # The new data: tried first as the holdout's source
+                     champion_dir: str | Path | None = None, # The champion's directory, where its holdout.json is
                     ) -> Holdout:
-    "The course test split of the champion's training data, checked against the sha256 its model.json records."
+    "The champion's frozen holdout: its holdout.json's customers, their rows from the source file it names (checked by sha256)."
+    if champion_dir is not None and (rec := _read_holdout_file(Path(champion_dir), meta)) is not None:
+        path = find_source(rec["source"]["file"], rec["source"]["sha256"], data)
+        df = load_churn_data(path)
+        at = pd.Index(df[ID]).get_indexer(rec["customer_ids"]) if df[ID].is_unique else None
+        if at is None or (at < 0).any() or rows_sha256(ho := df.iloc[at]) != rec["rows_sha256"]:
+            raise ChurnDataError(f"the rows of {path.name} for the {len(rec['customer_ids']):,} customers of the champion's "
+                                 f"{HOLDOUT_FILE} do not have the sha256 it records ({rec['rows_sha256'][:12]}…)")
+        return Holdout(ho, "champion's holdout", path.name, rec["source"]["sha256"], rec["rows_sha256"], rec)
+    # a champion from before holdout.json: the course's test split of the file it was trained on
     want = (meta.get("data") or {}).get("sha256")
     if not want: raise ChurnDataError(f"the champion {meta.get('version')} records no training data; pass --holdout PATH")
-    path = find_data(data)
-    if (got := file_sha256(path)) != want:
-        raise ChurnDataError(f"{path} is not the champion's training data (sha256 {got[:12]}…, the champion "
-                             f"{meta.get('version')} was trained on {want[:12]}…); set CHURN_DATA to that file or pass --holdout PATH")
+    path = find_source(meta["data"]["file"], want, data)
     test = split_data(load_churn_data(path)).test
-    return Holdout(test, "champion's test split", path.name, want, rows_sha256(test))
+    rec = holdout_record(test, path, "the course's test split of the champion's training data")
+    return Holdout(test, "champion's test split", path.name, want, rec["rows_sha256"], rec)
 
 def file_holdout(path: str | Path) -> Holdout:
     "A whole CSV (raw Telco format, checked and cleaned as for training) as the holdout."
     path = find_data(path)
     df = _both_classes(load_churn_data(path), f"the holdout {path.name}")
-    return Holdout(df, "file", path.name, file_sha256(path), rows_sha256(df))
+    rec = holdout_record(df, path, "all of the file, given as --holdout")
+    return Holdout(df, "file", path.name, rec["source"]["sha256"], rec["rows_sha256"], rec)
 
 # %% ../nbs/02b_retrain.ipynb #b1f65326
 def calibration_bins(y, p, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -236,9 +277,10 @@ def compare(champion: ChurnModel, # The champion, as served
             thresholds: dict | None = None, # Overrides of `THRESHOLDS`
             seed: int = 1, # Seed of the bootstrap
             resamples: int = 1000, # Bootstrap resamples
+            removed: int = 0, # Holdout customers removed from the new data before training
            ) -> tuple[dict, dict]:
     "The report of a candidate against the champion, and the scores behind its figures."
-    sp = split_data(new)
+    sp = split_by_id(new)  # the candidate's own split (01_train)
     parts = {"holdout": holdout.df, "candidate_test": sp.test}
     scores = {part: {"champion": model_scores(champion, df), "candidate": model_scores(candidate, df)} for part, df in parts.items()}
     metrics = {part: {"rows": len(df), "churned": int(df[TARGET].sum()),
@@ -249,10 +291,10 @@ def compare(champion: ChurnModel, # The champion, as served
         "created_at": _created_at(),
         "champion": {"version": champion.version, "model_json_sha256": champion.sha256, "data": dm.get("data")},
         "candidate": {"version": candidate.version, "model_json_sha256": candidate.sha256, "C": cm["params"]["C"],
-                      "data": cm["data"], "identical_to_champion": art(candidate) == art(champion)},
+                      "data": cm["data"], "split": cm.get("split"), "identical_to_champion": art(candidate) == art(champion)},
         "holdout": {"source": holdout.source, "file": holdout.file, "file_sha256": holdout.file_sha256,
                     "rows_sha256": holdout.sha256, "rows": len(holdout.df), "churned": int(holdout.df[TARGET].sum()),
-                    "overlap": len(set(sp.full_train[ID]) & set(holdout.df[ID]))},
+                    "removed_from_new_data": removed, "overlap": len(set(sp.full_train[ID]) & set(holdout.df[ID]))},
         "metrics": metrics,
         "bootstrap": bootstrap_auc_diff(holdout.df[TARGET], scores["holdout"]["champion"], scores["holdout"]["candidate"], resamples, seed),
         "behaviour": {"candidate": behaviour_tests(candidate), "champion": behaviour_tests(champion)},
@@ -274,11 +316,21 @@ _NEXT = {"challenger": "registered as the challenger, in shadow; promote it with
 
 def _pf(ok: bool) -> str: return "PASS" if ok else "FAIL"
 
-def _fmt(x) -> str: return f"{x:+.4f}" if isinstance(x, float) else str(x)
+def compared(value, threshold) -> tuple[str, str]:
+    "A check's value and threshold, signed, with 4 decimals or as many more as it takes to tell them apart."
+    if not all(isinstance(x, float) for x in (value, threshold)): return str(value), str(threshold)
+    for d in range(4, 18):
+        a, b = f"{value:+.{d}f}", f"{threshold:+.{d}f}"
+        if a != b or value == threshold: return a, b
+    return repr(value), repr(threshold)
 
 def _where(h: dict) -> str:
     "Where a report's holdout came from, in words."
-    return f"the champion's test split of `{h['file']}`" if h["source"] != "file" else f"all of `{h['file']}`"
+    if h["source"] == "file": return f"all of `{h['file']}`"
+    if h["source"] == "champion's holdout": return f"the champion's frozen holdout (the customer ids in its {HOLDOUT_FILE}), rows of `{h['file']}`"
+    return f"the champion's test split of `{h['file']}`"
+
+def _split_words(d: dict) -> str: return (d.get("split") or {}).get("about", "by row position (the course's split)")
 
 def report_markdown(report: dict) -> str:
     "The report as Markdown: comparison, metrics, bootstrap interval, gate checks, behaviour tests, decision, figures."
@@ -290,6 +342,8 @@ def report_markdown(report: dict) -> str:
            f"| champion | `{c['version']}` |",
            f"| candidate | `{d['version']}` (C = {d['C']:g}), trained on `{data.get('file')}` ({data.get('rows', {}).get('total', 0):,} rows, sha256 `{(data.get('sha256') or '')[:12]}…`) |",
            f"| holdout | {_where(h)}: {h['rows']:,} customers, {h['churned']:,} churned; rows sha256 `{h['rows_sha256']}` |",
+           f"| holdout customers removed from the new data before training | {h.get('removed_from_new_data', 0):,} |",
+           f"| candidate's split | {_split_words(d)} |",
            f"| run | {report['created_at']} |", "",
            "## Metrics", "",
            "| data | model | AUC | log-loss | Brier | ECE | accuracy |", "|---|---|---|---|---|---|---|"]
@@ -303,11 +357,14 @@ def report_markdown(report: dict) -> str:
                 f"({b['resamples']:,} resamples, seed {b['seed']}).", "",
             "## Gate", "", "| check | value | threshold | result |", "|---|---|---|---|"]
     for ch in report["checks"]:
-        out.append(f"| {ch['check']} | {_fmt(ch['value'])} | {ch['op']} {_fmt(ch['threshold'])} | {_pf(ch['passed'])} |")
+        v, t = compared(ch["value"], ch["threshold"])
+        out.append(f"| {ch['check']} | {v} | {ch['op']} {t} | {_pf(ch['passed'])} |")
     champ = {t["name"]: t for t in report["behaviour"]["champion"]}
     out += ["", "## Behaviour tests", "", "| test | candidate | detail | champion |", "|---|---|---|---|"]
     for t in report["behaviour"]["candidate"]:
         out.append(f"| {t['name']} | {_pf(t['passed'])} | {t['detail']} | {_pf(champ[t['name']]['passed'])} |")
+    if earlier := report.get("earlier_reports"):
+        out += ["", "## Earlier decisions on this version", "", *[f"- [{e}]({e})" for e in earlier]]
     out += ["", "## Figures", "", "![ROC curves](roc.png)", "", "![Calibration](calibration.png)", ""]
     return "\n".join(out)
 
@@ -334,9 +391,27 @@ def _calibration(ax, who, y, p):
     ax.plot(prob[keep] / n[keep], churned[keep] / n[keep], "o-", label=f"{who} (ECE {calibration_error(y, p):.4f})")
     ax.set(xlabel="predicted churn probability", ylabel="observed churn rate", xlim=(0, 1), ylim=(0, 1))
 
-def write_report(dest: str | Path, report: dict, curves: dict) -> Path:
-    "Write report.json, report.md, roc.png and calibration.png into `dest`; return the Markdown's path."
+REPORT_FILES = ("report.json", "report.md", "roc.png", "calibration.png")
+
+def keep_earlier_report(dest: str | Path) -> str | None:
+    "Rename an earlier report in `dest` to the next free `report-N.*` (its figure links follow); its new Markdown name."
     dest = Path(dest)
+    if not (dest / "report.json").exists(): return None
+    n = next(n for n in itertools.count(1) if not any((dest / f"{Path(f).stem}-{n}{Path(f).suffix}").exists() for f in REPORT_FILES))
+    new = {f: f"{Path(f).stem}-{n}{Path(f).suffix}" for f in REPORT_FILES}
+    md = (dest / "report.md").read_text() if (dest / "report.md").exists() else ""
+    for f in ("roc.png", "calibration.png"): md = md.replace(f"]({f})", f"]({new[f]})")
+    for f in REPORT_FILES:
+        if (dest / f).exists(): (dest / f).rename(dest / new[f])
+    if md: (dest / new["report.md"]).write_text(md)
+    return new["report.md"]
+
+def write_report(dest: str | Path, report: dict, curves: dict) -> Path:
+    "Write report.json, report.md, roc.png and calibration.png into `dest`, keeping an earlier report as report-N.*; the Markdown's path."
+    dest = Path(dest)
+    if kept := keep_earlier_report(dest):
+        earlier = json.loads((dest / kept.replace(".md", ".json")).read_text()).get("earlier_reports", [])
+        report["earlier_reports"] = [*earlier, kept]
     (dest / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (dest / "report.md").write_text(report_markdown(report))
     _figure(curves, _roc, dest / "roc.png")
@@ -359,7 +434,22 @@ def _register(root: Path, src: Path, cand: ChurnModel) -> str:
         have = read_metadata(version_dir(root, v))
         same = lambda m: (m.get("artifacts", {}).get(MODEL_FILE, {}).get("sha256"), m.get("weights_sha256"))
         if same(have) == same(cand.meta): return v  # the same model, trained again at another time
-    return add_version(root, src)
+    v = add_version(root, src)
+    return v
+
+def _keep_holdout(root: Path, v: str, src: Path):
+    "The candidate's holdout.json in its version directory, if registering did not copy it (model.json records its sha256)."
+    d = version_dir(root, v)
+    if (src / HOLDOUT_FILE).exists() and not (d / HOLDOUT_FILE).exists() and read_metadata(d).get("artifacts", {}).get(HOLDOUT_FILE):
+        shutil.copyfile(src / HOLDOUT_FILE, d / HOLDOUT_FILE)
+        (d / HOLDOUT_FILE).chmod((d / META_FILE).stat().st_mode & 0o777)
+
+def unique_ids(df: pd.DataFrame, file: str) -> pd.DataFrame:
+    "`df` if each customer id is on one row; else `ChurnDataError` naming the first repeated id and its lines."
+    if not (dup := df[ID].duplicated()).any(): return df
+    first = df[ID][dup].iloc[0]
+    lines = (np.flatnonzero((df[ID] == first).to_numpy()) + 2).tolist()
+    raise ChurnDataError(f"{file}: customer id {first!r} is on lines {', '.join(map(str, lines))}; a monthly export has one row per customer")
 
 def retrain(data: str | Path, # The new data: a CSV in the raw Telco format
             models: str | Path | None = None, # The registry (default: `Settings.model_dir`)
@@ -374,18 +464,27 @@ def retrain(data: str | Path, # The new data: a CSV in the raw Telco format
     root = Path(models) if models is not None else Path(get_settings().model_dir)
     reg = read_registry(root)
     champion = model_of(root, reg.champion, reg)
+    champion_dir = root if is_legacy(root) else version_dir(root, reg.champion)
     path = find_data(data)
-    new = check_trainable(load_churn_data(path))
-    ho = file_holdout(holdout) if holdout else champion_holdout(champion.meta)
+    new = unique_ids(load_churn_data(path), path.name)
+    ho = file_holdout(holdout) if holdout else champion_holdout(champion.meta, path, champion_dir)
     if holdout_sha256 and ho.sha256 != holdout_sha256.lower():
         raise ChurnDataError(f"the holdout's rows have sha256 {ho.sha256[:12]}…, not the expected {holdout_sha256[:12]}…")
+    held = new[ID].isin(set(ho.df[ID]))  # the frozen holdout's customers never train a candidate
+    new = check_trainable(new[~held])
     with tempfile.TemporaryDirectory(prefix="churn-candidate-") as tmp:
-        save_model(train_model(new), tmp, path)
+        res = train_model(new, split="customer id")
+        res.rows = {**res.rows, "holdout_removed": int(held.sum())}
+        save_model(res, tmp, path, ho.record)  # the candidate keeps the same frozen holdout
         candidate = load_model(tmp)
-        report, curves = compare(champion, candidate, ho, new, promote, thresholds, seed, resamples)
+        report, curves = compare(champion, candidate, ho, new, promote, thresholds, seed, resamples, int(held.sum()))
         converted = is_legacy(root)
-        if converted: init_registry(root)
+        if converted:
+            init_registry(root)
+            if (root / HOLDOUT_FILE).exists() and not (champion_dir := version_dir(root, reg.champion) / HOLDOUT_FILE).exists():
+                (root / HOLDOUT_FILE).rename(champion_dir)  # the champion's holdout moves with it
         v = _register(root, Path(tmp), candidate)
+        _keep_holdout(root, v, Path(tmp))
     decision = report["decision"]
     if decision == "challenger": registry.set_challenger(root, v, "shadow")
     elif decision == "promoted": registry.promote(root, v)
@@ -399,18 +498,23 @@ def summary(run: RetrainRun, models: str | Path) -> list[str]:
     r = run.report
     c, h, b = r["candidate"], r["holdout"], r["bootstrap"]
     m = r["metrics"]["holdout"]
+    checks = {ch["check"]: ch for ch in r["checks"]}
+    diff = lambda name: compared(checks[name]["value"], checks[name]["threshold"])[0]
     lines = [f"converted the one-version directory {models} into a registry: {models}/registry.json, "
              f"{models}/{r['champion']['version']}/"] if run.converted else []
-    failed = [ch["check"] for ch in r["checks"] if not ch["passed"]]
-    lines += [f"candidate {c['version']} (C={c['C']:g}) trained on {c['data']['file']}: {c['data']['rows']['total']:,} rows",
-              f"holdout: {_where(h).replace('`', '')}, {h['rows']:,} customers, rows sha256 {h['rows_sha256']}",
-              f"AUC {m['champion']['auc']:.4f} -> {m['candidate']['auc']:.4f} (diff {b['auc_diff']:+.4f}, "
+    failed = [f"{ch['check']} {v} {ch['op']} {t}" for ch in r["checks"] if not ch["passed"]
+              for v, t in [compared(ch["value"], ch["threshold"])]]
+    lines += [f"candidate {c['version']} (C={c['C']:g}) trained on {c['data']['file']}: {c['data']['rows']['total']:,} rows, "
+              f"split {_split_words(c).split(':')[0]}",
+              f"holdout: {_where(h).replace('`', '')}, {h['rows']:,} customers, rows sha256 {h['rows_sha256']}; "
+              f"{h.get('removed_from_new_data', 0):,} of them removed from the new data before training",
+              f"AUC {m['champion']['auc']:.4f} -> {m['candidate']['auc']:.4f} (diff {diff('AUC difference')}, "
               f"{b['level']:.0%} CI {b['ci_low']:+.4f} .. {b['ci_high']:+.4f}), "
-              f"Brier {m['champion']['brier']:.4f} -> {m['candidate']['brier']:.4f} "
-              f"(diff {m['candidate']['brier'] - m['champion']['brier']:+.4f}), "
+              f"Brier {m['champion']['brier']:.4f} -> {m['candidate']['brier']:.4f} (diff {diff('Brier difference')}), "
               f"behaviour tests {sum(t['passed'] for t in r['behaviour']['candidate'])}/{len(r['behaviour']['candidate'])} passed",
-              f"gate: {_pf(r['passed'])}" + (f" (failed: {', '.join(failed)})" if failed else ""),
+              f"gate: {_pf(r['passed'])}" + (f" (failed: {'; '.join(failed)})" if failed else ""),
               f"decision: {r['decision']}: {_NEXT[r['decision']].format(v=c['version'])}",
+              *([f"earlier reports on this version kept: {', '.join(r['earlier_reports'])}"] if r.get("earlier_reports") else []),
               f"report: {Path(models) / run.version_dir.name / 'report.md'}"]
     return lines
 

@@ -19,6 +19,7 @@ import yaml
 from conftest import BIN, HEADER, ROOT, ROW, script
 from test_audit_config import SHA_PIN, actionlint, check_schema
 from test_train_cli import telco_csv
+from monthly import month_older
 
 WORKFLOW = ROOT / ".github" / "workflows" / "retrain.yml"
 MODELS = ROOT / "model"
@@ -97,12 +98,15 @@ def runs(tmp_path_factory, data_csv, unseen):
     base = tmp_path_factory.mktemp("retrain")
     champ = json.loads((champion_dir() / "model.json").read_text())
     epoch = str(int(datetime.fromisoformat(champ["created_at"]).timestamp()))
-    rng = np.random.default_rng(0)
-    drifted = unseen[(unseen.Contract == "Month-to-month") | (rng.random(len(unseen)) < 0.5)]
+    from churn_deploy.data import read_raw
     jobs = {f"shuffled-{s}": (unseen.assign(Churn=np.random.default_rng(s).permutation(unseen.Churn.to_numpy())), [], {})
             for s in SEEDS}
     jobs["same"] = (None, [], {"SOURCE_DATE_EPOCH": epoch})
-    jobs["promote"] = (drifted, ["--promote", "--holdout_sha256", holdout_sha256(data_csv)], {})
+    raw = read_raw(data_csv)
+    month2 = month_older(raw)  # the next export: the same customers a month older, rows shuffled
+    jobs["promote"] = (month2, ["--promote", "--holdout_sha256", holdout_sha256(data_csv)], {})
+    jobs["month2-sorted"] = (month2.sort_values("customerID"), [], {})
+    jobs["reconsidered"] = (month2, [], {})  # rejected by a strict threshold, then run again with the defaults
     started = {}
     d = base / "workflow"  # the workflow's gate step on this month's data: the champion's own, retrained at another time
     shutil.copytree(MODELS, d / "model")
@@ -110,10 +114,13 @@ def runs(tmp_path_factory, data_csv, unseen):
     for name, (frame, args, extra) in jobs.items():
         d = base / name
         shutil.copytree(MODELS, d / "model")
-        data = data_csv if frame is None else d / ("drifted.csv" if name == "promote" else f"{name}.csv")
+        data = data_csv if frame is None else d / ("month2.csv" if name in ("promote", "reconsidered") else f"{name}.csv")
         if frame is not None: frame.to_csv(data, index=False)
-        proc = subprocess.Popen([script("churn_retrain"), "--data", str(data), "--models", "model", *args], cwd=d,
-                                env=env_for(data_csv, **extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cmd = [script("churn_retrain"), "--data", str(data), "--models", "model", *args]
+        if name == "reconsidered":  # two runs in one process: the first is refused by the gate (status 3)
+            q = lambda c: " ".join(f"'{a}'" for a in c)
+            cmd = ["bash", "-c", f"{q(cmd + ['--min_auc_diff', '0.01'])}; echo \"status $?\"; echo ====; {q(cmd)}"]
+        proc = subprocess.Popen(cmd, cwd=d, env=env_for(data_csv, **extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         started[name] = (proc, d)
     results = {}
 
@@ -148,14 +155,13 @@ def _case_files(tmp: Path, data_csv: Path) -> dict:
         "missing holdout": ([*data, "--holdout", str(tmp / "none.csv")], {}, "is not a file"),
         "small holdout": ([*data, "--holdout", str(tmp / "eleven.csv")], {}, "a holdout needs at least 25 of each class"),
         "other holdout": ([*data, "--holdout_sha256", "0" * 64], {}, "not the expected 000000000000…"),
-        "champion's data not found": (data, {"CHURN_DATA": str(tmp / "small.csv")}, "is not the champion's training data"),
         "NaN threshold": ([*data, "--min_auc_diff", "nan"], {}, "--min_auc_diff must be a finite number"),
         "negative seed": ([*data, "--seed", "-1"], {}, "--seed must be 0 or more"),
     }
 
 
 CASES = ["no --data", "missing file", "empty file", "unknown category", "too little data", "missing holdout",
-         "small holdout", "other holdout", "champion's data not found", "NaN threshold", "negative seed"]
+         "small holdout", "other holdout", "NaN threshold", "negative seed"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -214,27 +220,22 @@ def test_shuffled_labels_are_rejected(runs, seed):
     assert model_of(d / "model", v, reg).version == v  # kept, verified, with its report beside it
 
 
-@pytest.mark.skipif(not _has_avx2(), reason="the committed model was fitted with OpenBLAS's AVX2 kernels, which this CPU lacks")
-def test_same_data_reproduces_the_champion(runs):
-    "Retrained on the champion's own data with its clock: the same bytes, the same version, no duplicate, a pass."
+def test_same_data_trains_without_the_holdout(runs):
+    "Retrained on the champion's own file: its 1,409 holdout customers are removed first, the rest split by customer id."
     from churn_deploy.registry import read_registry
-    from churn_deploy.retrain import decide
     r, d = runs("same")
     assert r.returncode == 0, r.stdout + r.stderr
     report = report_of(r.stdout, d)
-    champ = report["champion"]["version"]
-    assert report["candidate"]["version"] == champ and report["candidate"]["identical_to_champion"]
-    assert report["decision"] == decide(report) == "unchanged" and report["passed"]
-    assert (report["bootstrap"]["auc_diff"], report["bootstrap"]["ci_low"], report["bootstrap"]["ci_high"]) == (0.0, 0.0, 0.0)
+    assert report["holdout"]["removed_from_new_data"] == 1409 and report["holdout"]["overlap"] == 0, report["holdout"]
+    assert report["candidate"]["data"]["rows"]["total"] == 7043 - 1409 and report["candidate"]["split"]["method"] == "customer id"
+    assert not report["candidate"]["identical_to_champion"] and report["passed"], report["checks"]
+    assert "1,409 of them removed from the new data before training" in r.stdout, r.stdout
     reg = read_registry(d / "model")
-    assert list(reg.versions) == [champ] and reg.challenger is None and reg.rejected == [], reg
-    for f in ("model.bin", "model.json"):
-        assert (d / "model" / champ / f).read_bytes() == (champion_dir() / f).read_bytes(), f
-    assert report["candidate"]["model_json_sha256"] == reg.versions[champ]
+    assert reg.challenger == report["candidate"]["version"] and reg.rejected == [], reg
 
 
 def test_promote_a_passing_candidate(runs, data_csv):
-    "A candidate from drifted customers passes; --promote makes it the champion; the registry still works with the reports."
+    "The next month's export passes; --promote makes it the champion; the registry still works with the reports."
     from churn_deploy.registry import model_of, read_registry, rollback
     from churn_deploy.retrain import decide
     r, d = runs("promote")
@@ -242,6 +243,8 @@ def test_promote_a_passing_candidate(runs, data_csv):
     report = report_of(r.stdout, d)
     assert report["passed"] and report["decision"] == decide(report) == "promoted", report["checks"]
     assert report["holdout"]["rows_sha256"] == holdout_sha256(data_csv)  # the pinned holdout was accepted
+    assert report["holdout"]["removed_from_new_data"] == 1409 and report["holdout"]["overlap"] == 0, report["holdout"]
+    assert "holdout customers in training" not in r.stdout.split("gate: ")[1].splitlines()[0]
     root = d / "model"
     reg = read_registry(root)
     assert (reg.champion, reg.previous) == (report["candidate"]["version"], report["champion"]["version"]), reg
@@ -353,11 +356,9 @@ def test_gate_step_as_written(runs):
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads((d / out["dir"] / "report.json").read_text())
     assert out["decision"] == report["decision"] and out["version"] == report["candidate"]["version"], out
-    if _has_avx2():
-        assert out["decision"] == "unchanged", out
-        reg = read_registry(d / "model")
-        assert list(reg.versions) == [report["champion"]["version"]], reg  # the registered files are kept
-        assert (d / "model" / out["version"] / "model.json").read_bytes() == (champion_dir() / "model.json").read_bytes()
+    assert out["decision"] == "challenger" and report["holdout"]["removed_from_new_data"] == 1409, (out, report["checks"])
+    reg = read_registry(d / "model")
+    assert reg.challenger == out["version"] and (d / "model" / out["version"] / "holdout.json").is_file(), reg
 
 
 @pytest.mark.parametrize("status,decision", [(3, "rejected"), (0, "challenger"), (1, None)])
@@ -380,3 +381,54 @@ def test_gate_step_reads_the_exit_status(tmp_path, status, decision):
     else:
         assert proc.returncode == 0, err
         assert out == {"decision": decision, "version": "0.2.0+abc", "dir": "model/0.2.0+abc"}, out
+
+
+# ---------------------------------------------------------------- monthly exports (issue 16)
+
+def test_month2_passes_whatever_the_row_order(runs):
+    "The next month's export (same customers, a month older) passes the gate; sorted or shuffled, the same candidate and verdict."
+    (a, da), (b, db) = runs("promote"), runs("month2-sorted")
+    assert a.returncode == 0 and b.returncode == 0, a.stdout + a.stderr + b.stdout + b.stderr
+    ra, rb = report_of(a.stdout, da), report_of(b.stdout, db)
+    assert ra["passed"] and rb["passed"] and rb["decision"] == "challenger", rb["checks"]
+    assert ra["candidate"]["version"] == rb["candidate"]["version"], (ra["candidate"], rb["candidate"])
+    assert ra["checks"] == rb["checks"] and ra["bootstrap"] == rb["bootstrap"] and ra["metrics"] == rb["metrics"]
+    for r in (ra, rb): assert r["holdout"]["removed_from_new_data"] == 1409 and r["holdout"]["overlap"] == 0, r["holdout"]
+    kept = json.loads((db / "model" / rb["candidate"]["version"] / "holdout.json").read_text())
+    assert kept["rows_sha256"] == rb["holdout"]["rows_sha256"] and len(kept["customer_ids"]) == 1409  # the same frozen holdout
+
+
+def test_rejected_then_reconsidered_has_one_role_and_both_reports(runs):
+    "A rejected candidate run again with a looser gate becomes the challenger only, and its first report is kept."
+    from churn_deploy.registry import read_registry
+    r, d = runs("reconsidered")
+    first, second = r.stdout.split("====\n")
+    assert "status 3" in first and "decision: rejected" in first and r.returncode == 0, r.stdout + r.stderr
+    (gate,) = [l for l in first.splitlines() if l.startswith("gate: ")]
+    assert re.fullmatch(r"gate: FAIL \(failed: AUC difference -0\.\d{4,} >= \+0\.0100\d*\)", gate), gate  # the values compared
+    report = report_of(second, d)
+    v = report["candidate"]["version"]
+    reg = read_registry(d / "model")
+    assert reg.challenger == v and v not in reg.rejected, reg
+    assert report["earlier_reports"] == ["report-1.md"] and "earlier reports on this version kept: report-1.md" in second
+    assert json.loads((d / "model" / v / "report-1.json").read_text())["decision"] == "rejected"
+    assert {"report-1.md", "roc-1.png", "calibration-1.png", "report.md"} <= set(os.listdir(d / "model" / v))
+
+
+def test_missing_holdout_source_names_it(tmp_path, data_csv):
+    "Without the champion's CSV, --data month2.csv says which file (and sha256) the holdout needs and where it looked."
+    from churn_deploy.data import file_sha256, read_raw
+    month2 = tmp_path / "month2.csv"
+    month_older(read_raw(data_csv)).to_csv(month2, index=False)
+    shutil.copytree(MODELS, tmp_path / "model")
+    before = files(tmp_path / "model")
+    env = {k: v for k, v in env_for(data_csv).items() if k != "CHURN_DATA"}
+    env.update(CHURN_CACHE_DIR=str(tmp_path / "cache"), CHURN_DATA_URL=(tmp_path / "nowhere.csv").as_uri())
+    r = subprocess.run([script("churn_retrain"), "--models", str(tmp_path / "model"), "--data", str(month2)],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(f"{ERROR}the champion's holdout comes from {data_csv.name} (sha256 {file_sha256(data_csv)}), "
+                           f"which is not here: looked at --data {month2} (sha256 {file_sha256(month2)[:12]}…); "
+                           f"the cache {tmp_path / 'cache' / data_csv.name} (no such file); the download from "), line
+    assert "pass --data" not in line and files(tmp_path / "model") == before, line
