@@ -227,7 +227,7 @@ def check_prediction_log(s: Settings):
     try:
         with open(f, "a"): pass
     except OSError as e: raise ModelError(f"{where}: cannot write the prediction log: {e.strerror or e}") from None
-    if not os.access(f.parent, os.W_OK | os.X_OK):
+    if f.is_file() and not os.access(f.parent, os.W_OK | os.X_OK):  # a device such as /dev/stdout is never rotated
         raise ModelError(f"{where}: its directory is not writable, so the log cannot be rotated")
 
 # %% ../nbs/03d_run.ipynb #86a9a617
