@@ -347,6 +347,25 @@ def test_docs_have_a_content_policy_and_frame_protection(client, page):
     for body in inline: assert f"'sha256-{base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()}'" in scripts
 
 
+def test_docs_render_under_their_policy_in_a_browser(server):
+    "Swagger UI and ReDoc, in Debian's chromium, draw the operations under the policy; nothing but a remote logo is blocked."
+    import shutil
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(chromium): pytest.fail(f"this test needs Debian's chromium at {chromium}: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            for path, drawn in [("/docs", ".swagger-ui .opblock"), ("/redoc", "[data-section-id^='tag/predict']")]:
+                page, problems = browser.new_page(), []
+                page.on("console", lambda m: problems.append(m.text) if m.type == "error" and "cdn.redoc.ly" not in m.text else None)
+                page.on("pageerror", lambda e: problems.append(str(e)))
+                page.goto(server[0] + path)
+                page.wait_for_selector(drawn, timeout=20_000)
+                assert page.locator(drawn).count() >= 1 and problems == [], (path, problems)
+        finally: browser.close()
+
+
 def test_batch_customer_ids_reach_the_prediction_log_hashed(tmp_path, customers):
     "A batch's customer_ids: one record per customer, each with its own id hashed like X-Customer-Id, in order; bad ids are 422."
     import hmac
