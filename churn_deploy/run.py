@@ -5,6 +5,7 @@
 # %% ../nbs/03d_run.ipynb #4c9fe56a
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import shutil
@@ -19,7 +20,8 @@ import orjson
 from fastcore.script import call_parse
 from pydantic import ValidationError
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.supervisors import Multiprocess
+from uvicorn import Server
+from uvicorn.supervisors import Multiprocess, multiprocess as uvicorn_multiprocess
 
 from .api import field_errors
 from .config import META_FILE, MIN_KEY_LENGTH, Settings, api_key_table, key_hash, unknown_settings
@@ -28,8 +30,8 @@ from .predict import ChurnModel, ModelError, load_model
 from .registry import REGISTRY_FILE, is_legacy, load_served
 
 # %% auto #0
-__all__ = ['GuardedHttpToolsProtocol', 'ensure_model', 'pin_model', 'DrainingSupervisor', 'platform_port', 'churn_serve',
-           'check_prediction_log', 'churn_hash_key']
+__all__ = ['GuardedHttpToolsProtocol', 'ensure_model', 'pin_model', 'DrainingServer', 'DrainingProcess', 'DrainingSupervisor',
+           'platform_port', 'churn_serve', 'check_prediction_log', 'churn_hash_key']
 
 # %% ../nbs/03d_run.ipynb #0b58a9b6
 _REQUEST_LINE = 8192
@@ -146,6 +148,32 @@ def pin_model(s: Settings, model: ChurnModel, into: Path | None = None) -> dict:
     return {"model_dir": src, "model_sha256": model.sha256}
 
 # %% ../nbs/03d_run.ipynb #3cbf36f9
+class DrainingServer(Server):
+    "uvicorn's server, which serves the connections waiting in the listening socket's queue instead of resetting them at the stop."
+    async def shutdown(self, sockets=None):
+        waiting = []
+        for server in self.servers:
+            for listening in server.sockets:
+                with socket.socket(fileno=os.dup(listening.fileno())) as s:  # a duplicate: closing it closes nothing else
+                    s.setblocking(False)
+                    while True:
+                        try: waiting.append(s.accept()[0])
+                        except OSError: break  # BlockingIOError: the queue is empty
+        for server in self.servers: server.close()  # at once, no await in between: nothing new can queue unseen
+        loop, state = asyncio.get_running_loop(), self.lifespan.state
+        protocol = lambda: self.config.http_protocol_class(config=self.config, server_state=self.server_state, app_state=state)
+        for conn in waiting:
+            conn.setblocking(False)
+            await loop.connect_accepted_socket(protocol, conn)  # before uvicorn's shutdown, which then drains them as the rest
+        await super().shutdown(sockets)
+
+class DrainingProcess(uvicorn_multiprocess.Process):
+    "A worker process of uvicorn's supervisor, running a `DrainingServer`."
+    @property
+    def server(self) -> Server:
+        if self._server is None: self._server = DrainingServer(config=self.config)
+        return self._server
+
 class DrainingSupervisor(Multiprocess):
     "uvicorn's worker supervisor, draining like one server: a stop signal closes its listening socket and reaches every worker at once."
     stopping = False
@@ -153,6 +181,7 @@ class DrainingSupervisor(Multiprocess):
     def __init__(self, config, sockets):
         super().__init__(config, sockets)
         for sig in (signal.SIGTERM, signal.SIGINT): signal.signal(sig, self._stop)
+        uvicorn_multiprocess.Process = DrainingProcess  # what uvicorn starts as each worker, first, replaced or added (this process only)
 
     def _stop(self, sig, frame):
         self.signal_queue.append(sig)  # uvicorn's loop then stops and waits for the workers
@@ -213,7 +242,7 @@ def churn_serve(model: str = None, # Model directory (default: CHURN_MODEL_DIR, 
         # each worker builds the app from the same settings (pickled to it), serving the pinned copy and watching the original
         config = uvicorn.Config(partial(create_app, pinned, Path(s.model_dir) if legacy else None), factory=True, **opts)
         config.churn_request_timeout, config.churn_max_header_bytes = s.request_timeout, s.max_header_bytes
-        if s.workers == 1: return uvicorn.Server(config).run()
+        if s.workers == 1: return DrainingServer(config).run()
         supervisor = DrainingSupervisor(config, sockets=[config.bind_socket()])
         supervisor.run()
     if not supervisor.stopping: sys.exit("churn_serve: error: a worker failed to start (see the lines above)")

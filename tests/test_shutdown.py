@@ -1,5 +1,6 @@
 """SIGTERM with several workers under a keep-alive load drains like one worker: every request written on a connection
-that was open before the signal is answered (with `Connection: close` at the end), none is reset."""
+that was open before the signal is answered (with `Connection: close` at the end), none is reset; a connection opened
+after it is refused, or answered, never reset."""
 import http.client, json, os, signal, socket, threading, time
 
 import pytest
@@ -76,5 +77,7 @@ def test_sigterm_with_two_workers_under_keep_alive_load_resets_nothing(tmp_path)
         assert before.count(200) > 100, (run, before[:20], text[-2000:])
         assert set(before) == {200}, f"run {run}: requests on connections open before SIGTERM were not answered: " \
                                      f"{[o for o in before if o != 200][:5]} ({before.count('reset')} resets)\n{text[-2000:]}"
+        assert "reset" not in after, f"run {run}: new connections after SIGTERM must be refused or answered, not reset: " \
+                                     f"{after.count('reset')} resets"
         assert code == 0 and "Traceback" not in text, (code, text[-3000:])
     print("run, requests on earlier connections, their resets, on later connections, their resets, refused:", summary)
