@@ -24,7 +24,7 @@ from uvicorn import Server
 from uvicorn.supervisors import Multiprocess, multiprocess as uvicorn_multiprocess
 
 from .api import field_errors
-from .config import META_FILE, MIN_KEY_LENGTH, Settings, api_key_table, key_hash, unknown_settings
+from .config import META_FILE, MIN_KEY_LENGTH, Settings, api_key_table, key_hash, key_problem, unknown_settings
 from .logs import configure_logging, log, log_config
 from .predict import ChurnModel, ModelError, load_model
 from .registry import REGISTRY_FILE, is_legacy, load_served
@@ -266,7 +266,7 @@ def churn_hash_key(name: str = None, # Print `name:hash`, ready for CHURN_API_KE
     "Read an API key from standard input and print its sha256 for CHURN_API_KEYS."
     from churn_deploy.config import KEY_NAME
     key = sys.stdin.readline().rstrip("\r\n")
-    if len(key) < MIN_KEY_LENGTH: sys.exit(f"churn_hash_key: error: the key needs at least {MIN_KEY_LENGTH} characters, got {len(key)}")
+    if problem := key_problem(key, "the key"): sys.exit(f"churn_hash_key: error: {problem}")
     if name is not None and not KEY_NAME.fullmatch(name):
         sys.exit("churn_hash_key: error: --name: use 1 to 64 letters, digits, _ . -")
     print(f"{name}:{key_hash(key)}" if name else key_hash(key))

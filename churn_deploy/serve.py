@@ -303,7 +303,7 @@ def create_app(settings: Settings | None = None, follow: Path | None = None) -> 
     # add_middleware puts each new one outermost: this reads from the inside out. The page and its assets are
     # static and hold no data: they need no key and cost no rate limit (exact paths: "/" is not a prefix of the API).
     app.add_middleware(BodyLimitMiddleware, limit=s.max_body_bytes)
-    app.state.rate_limiter = RateLimiter(s.rate_limit, s.rate_limit_storage, metrics) if s.rate_limit else None
+    app.state.rate_limiter = RateLimiter(s.rate_limit, s.rate_limit_storage, metrics, timeout=s.rate_limit_timeout) if s.rate_limit else None
     if s.rate_limit: app.add_middleware(RateLimitMiddleware, limiter=app.state.rate_limiter, free_exact=PAGE_PATHS)
     if keys: app.add_middleware(ApiKeyMiddleware, keys=keys, open_exact=PAGE_PATHS)
     if s.cors_origins:

@@ -57,7 +57,8 @@ def test_campaign_on_the_real_file(tmp_path, data_csv, model_dir):
     r = run(script("churn_campaign"), "--input", str(data_csv), "--budget", "750", "--contact-cost", "2.5",
             "--output", str(out), "--model", str(model_dir))
     assert r.returncode == 0, r.stderr
-    assert r.stderr == ""
+    from churn_deploy.predict import read_metadata
+    assert r.stderr.strip() == f"churn_campaign: model {read_metadata(model_dir)['version']} (the champion) of {model_dir}", r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[0].startswith("7,043 customers in ") and "budget 750.00, 2.50 a call, save rate 0.3" in lines[0], lines[0]
     assert "net = p × save rate × value − cost" in lines[0], lines[0]  # the formula, the default
@@ -195,7 +196,7 @@ def test_campaign_bad_files(tmp_path, model_dir):
         (["--input", str(tmp_path / "empty.csv")], "the file is empty"),
         (["--input", str(tmp_path / "value.csv"), "--value-column", "LTV"], "column 'LTV', line 2: '-3' is not an amount of 0 or more"),
         (["--input", str(tmp_path / "ok.csv"), "--output", str(tmp_path / "no" / "dir" / "t.csv")], "cannot write"),
-        (["--input", str(tmp_path / "ok.csv"), "--model", str(tmp_path)], "no model in"),
+        (["--input", str(tmp_path / "ok.csv"), "--model", str(tmp_path)], "is neither a model directory"),
     ]
     (tmp_path / "bad.csv").write_text(f"{HEADER}\n{ROW}\n{bad_row}\n")
     (tmp_path / "empty.csv").write_text("")
@@ -403,9 +404,10 @@ def test_readme_campaign_example(tmp_path, data_csv, model_dir):
     assert r.returncode == 0, r.stderr
     (printed,) = [b for b in blocks(text, "") if "wrote 200 targets" in b]
     assert r.stdout == printed, r.stdout
-    header = (tmp_path / "runs" / "targets.csv").read_text().splitlines()[0]
-    assert header == "rank,customerID,churn_probability,offer,offer_label,offer_probability,value,cost,expected_saved,expected_net"
-    assert all(f"`{c}`" in text for c in header.split(","))
+    with open(tmp_path / "runs" / "targets.csv", newline="") as f: header = next(csv.reader(f))
+    assert header == ["rank", "customerID", "churn_probability", "offer", "offer_label", "offer_probability", "value", "cost",
+                      "expected_saved", "expected_net"]
+    assert all(f"`{c}`" in text for c in header)
 
 
 def test_readme_profit_figures(data_csv, model_dir):

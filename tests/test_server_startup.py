@@ -305,3 +305,18 @@ def test_fresh_clone_trains_then_serves_SLOW(tmp_path, data_csv, model_dir):
         trained, committed = (json.loads((d / "model.json").read_text()) for d in (fresh, model_dir))
         assert trained["weights"] == committed["weights"]  # training is deterministic
     assert "training one first" in log.read_text() and "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("key", [" " * 16, "\t" * 20, "short-key"], ids=["16 spaces", "tabs", "9 characters"])
+def test_churn_hash_key_refuses_a_key_a_service_would_refuse(key):
+    "churn_hash_key hashes no key that churn_serve would refuse as CHURN_API_KEY: one line, a non-zero exit."
+    r = subprocess.run([script("churn_hash_key"), "--name", "crm"], input=key + "\n", capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and r.stdout == "", r.stdout
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("churn_hash_key: error: the key "), line
+
+
+def test_churn_hash_key_hashes_a_good_key():
+    r = subprocess.run([script("churn_hash_key"), "--name", "crm"], input="abcdefghijklmnopqrstu\n", capture_output=True, text=True, timeout=60)
+    from churn_deploy.config import key_hash
+    assert r.returncode == 0 and r.stdout.strip() == f"crm:{key_hash('abcdefghijklmnopqrstu')}", r.stdout + r.stderr
