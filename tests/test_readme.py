@@ -222,3 +222,18 @@ def test_the_monitoring_example_leaves_git_status_clean(data_csv):
         for name in ("month.csv", "fiber.csv", "scored.csv", "month.jsonl", "drift.md", "outcomes.csv", "quality.md"):
             (ROOT / "runs" / name).unlink(missing_ok=True)
         for d in ("drift-plots", "quality-plots"): shutil.rmtree(ROOT / "runs" / d, ignore_errors=True)
+
+
+def test_every_key_the_docs_set_is_one_the_service_accepts():
+    "Each CHURN_API_KEY or api-key an example sets (a literal, or `$(openssl rand -hex N)`) passes the service's key check."
+    from churn_deploy.config import key_problem
+    found = []
+    for name, text in _guides().items():
+        for block in blocks(text, "bash"):
+            for value in re.findall(r"(?:CHURN_API_KEY|api-key)=(\"?\$\(openssl rand -hex \d+\)\"?|[^\s\"$]+)", block):
+                n = re.search(r"rand -hex (\d+)", value)
+                key = "0" * (2 * int(n.group(1))) if n else value
+                found.append(value)
+                assert key_problem(key) is None, f"{name}: the example key {value!r} would be refused: {key_problem(key)}"
+    assert len(found) >= 3, found  # the docker, Fly and Kubernetes examples
+    assert key_problem("change-me") is not None  # the check can refuse what the old README showed
