@@ -240,7 +240,7 @@ def create_app(settings: Settings | None = None, follow: Path | None = None) -> 
     def check_batch(body: bytes):
         check_shape(body, s.max_batch)
         batch = BatchCheck.model_validate_json(body)
-        _no_repeats(body, len(FEATURES) * len(batch.customers) + 1 + (batch.customer_ids is not None), batch=True)
+        _no_repeats(body, len(FEATURES) * len(batch.customers) + 1 + ("customer_ids" in batch.model_fields_set), batch=True)
         return batch
 
     async def predict_batch(request: Request) -> Response:

@@ -33,7 +33,11 @@ def keyed(tmp_path_factory):
 
 
 def schemathesis(url: str, *extra: str) -> tuple[int, str]:
+    # Every check but positive_data_acceptance: a batch's optional customer_ids must hold one id per customer, which
+    # JSON Schema cannot say, so schema-valid bodies with another count are rightly refused (422 naming customer_ids;
+    # tests/test_server.py checks that and the accepted case).
     r = subprocess.run([str(BIN / "schemathesis"), "run", f"{url}/openapi.json", "--checks", "all",
+                        "--exclude-checks", "positive_data_acceptance",
                         "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", str(EXAMPLES), "--seed", "20261127",
                         "--no-color", *extra], capture_output=True, text=True, timeout=1800)
     return r.returncode, r.stdout + r.stderr
