@@ -19,12 +19,12 @@ from pathlib import Path
 from fastcore.script import call_parse
 
 from .config import PORT, get_settings
-from .data import DOMAINS, FEATURES, ID, SAMPLE_CUSTOMER, TARGET, clean_category
+from .data import FEATURES, ID, SAMPLE_CUSTOMER, TARGET, clean_row
 from .sheets import safe_cell
 
 # %% auto #0
-__all__ = ['RETRY_STATUSES', 'MAX_WAIT', 'OUTPUT_HEADER', 'ClientError', 'predict_remote', 'clean_customer', 'read_customers',
-           'post_batch', 'send_csv', 'churn_client']
+__all__ = ['RETRY_STATUSES', 'MAX_WAIT', 'OUTPUT_HEADER', 'ClientError', 'predict_remote', 'read_customers', 'post_batch',
+           'send_csv', 'churn_client']
 
 # %% ../nbs/04a_client.ipynb #e1cff9c2
 class ClientError(RuntimeError):
@@ -63,20 +63,6 @@ def predict_remote(url: str, # Base URL of the service, e.g. http://127.0.0.1:96
     return _post(url, "/predict", customer, api_key, timeout)
 
 # %% ../nbs/04a_client.ipynb #3f8a2c61
-def clean_customer(raw: dict) -> dict:
-    "One raw Telco row (lower-case column names) as the service takes it, cleaned as the course cleans it."
-    out = {}
-    for f in FEATURES:
-        v = raw[f]
-        if f == "seniorcitizen": out[f] = int(v) if v in ("0", "1") else v
-        elif f in DOMAINS: out[f] = clean_category(v)
-        elif f == "totalcharges" and not v.strip(): out[f] = 0.0  # blank for a new customer: 0, as `clean` reads it
-        else:
-            try: x = float(v)
-            except ValueError: x = v  # left as text: the schema names the column
-            out[f] = int(x) if f == "tenure" and isinstance(x, float) and x.is_integer() else x
-    return out
-
 def _problem(e) -> tuple[str, str]:
     err = e.errors(include_url=False)[0]
     return str(err["loc"][0]) if err["loc"] else "", err["msg"]
@@ -107,7 +93,7 @@ def read_customers(path: str | Path) -> tuple[list[str], list[dict], list[int]]:
                 raw = dict(zip(names, row))
                 try: cid = check_id.validate_python(raw[ID])
                 except ValidationError as e: raise ClientError(f"{path}, line {line}: {spelled[ID]} {raw[ID][:60]!r}: {_problem(e)[1]}") from None
-                try: customer = Customer.model_validate(clean_customer(raw)).model_dump()
+                try: customer = Customer.model_validate(clean_row(raw)).model_dump()
                 except ValidationError as e:
                     field, msg = _problem(e)
                     raise ClientError(f"{path}, line {line}: {spelled.get(field, field)} {raw.get(field, '')[:60]!r}: {msg}") from None

@@ -21,7 +21,7 @@ if TYPE_CHECKING: import pandas as pd
 __all__ = ['YesNo', 'Gender', 'SeniorCitizen', 'MultipleLines', 'InternetService', 'InternetAddon', 'Contract', 'PaymentMethod',
            'CATEGORICAL', 'DOMAINS', 'NUMERIC_RANGES', 'NUMERICAL', 'FEATURES', 'ID', 'TARGET', 'COLUMNS',
            'SAMPLE_CUSTOMER', 'HOLDOUT_FILE', 'MAX_LINE_BYTES', 'ChurnDataError', 'find_data', 'file_sha256',
-           'canonical_sha256', 'read_raw', 'clean_category', 'check_raw', 'clean', 'load_churn_data']
+           'canonical_sha256', 'read_raw', 'clean_category', 'check_raw', 'clean', 'load_churn_data', 'clean_row']
 
 # %% ../nbs/00_data.ipynb #27c0bb16
 YesNo = Literal["no", "yes"]
@@ -199,3 +199,19 @@ def load_churn_data(path: str | Path | None = None, # An explicit CSV path, else
                    ) -> pd.DataFrame:
     "Find, check and clean the churn data."
     return clean(check_raw(read_raw(find_data(path, settings)), target=target))
+
+# %% ../nbs/00_data.ipynb #04ad538a
+def clean_row(raw: dict, # One raw Telco row as text, keyed by lower-case column names
+             ) -> dict:
+    "The row's 19 features as the service takes them, cleaned as `clean` cleans a frame."
+    out = {}
+    for f in FEATURES:
+        v = raw[f]
+        if f == "seniorcitizen": out[f] = int(v) if v in ("0", "1") else v
+        elif f in DOMAINS: out[f] = clean_category(v)
+        elif f == "totalcharges" and not v.strip(): out[f] = 0.0  # blank for a new customer: 0, as `_to_number` reads it
+        else:
+            try: x = float(v)
+            except ValueError: x = v  # left as text: the schema names the column
+            out[f] = int(x) if f == "tenure" and isinstance(x, float) and x.is_integer() else x
+    return out

@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException
 from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 
-from .api import (CUSTOMER_BODY_LIMIT, ERROR_TEXT, REQUEST_ID, BadRequest, BodyTooLarge, BatchPrediction, ClientGone, Customer,
+from .api import (CUSTOMER_BODY_LIMIT, CUSTOMER_ID_MAX, ERROR_TEXT, REQUEST_ID, BadRequest, BodyTooLarge, BatchPrediction, ClientGone, Customer,
                               ErrorResponse, Explanation, Prediction, batch_models, count_keys, error_response, field_errors,
                               ShapeError, check_shape, key_problem, read_json, validation_error)
 from .config import Settings, api_key_table, get_settings
@@ -115,9 +115,9 @@ async def _watch_registry(app: FastAPI, root, file, every: float, metrics: Servi
                  served.routing.mode)
 
 def _customer_id(scope) -> str | None:
-    "The request's X-Customer-Id (1 to 128 bytes), or None."
+    "The request's X-Customer-Id (1 to `CUSTOMER_ID_MAX` bytes, as a batch's ids), or None."
     for k, v in scope["headers"]:
-        if k == b"x-customer-id" and 0 < len(v) <= 128: return v.decode("latin-1")
+        if k == b"x-customer-id" and 0 < len(v) <= CUSTOMER_ID_MAX: return v.decode("latin-1")
     return None
 
 def _caller(scope) -> str:
