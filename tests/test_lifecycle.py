@@ -12,7 +12,7 @@ from churn_deploy.data import SAMPLE_CUSTOMER, canonical_sha256
 from churn_deploy.registry import (REGISTRY_FILE, add_version, init_registry, promote, read_registry, rollback, route,
                                    set_challenger, version_dir)
 from conftest import ROOT
-from test_server import metric_samples, running_server, sample_value
+from test_server import metric_samples, running_server, sample_value, wait_startups
 
 POLL = "0.5"  # CHURN_REGISTRY_POLL for these servers
 
@@ -69,12 +69,6 @@ class Load:
         return [x for x in self.log if x[0] >= t]
 
 
-def _wait_startups(log: Path, n: int, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while log.read_text().count("Application startup complete") < n and time.monotonic() < deadline: time.sleep(0.2)
-    assert log.read_text().count("Application startup complete") >= n, log.read_text()
-
-
 def _switch(load: Load, log: Path, change, expect: set, n_workers: int = 2) -> float:
     "Make a registry change under load; return the seconds until every answer shows `expect` (versions); every worker logs it."
     before = log.read_text().count("registry changed")
@@ -97,7 +91,7 @@ def _switch(load: Load, log: Path, change, expect: set, n_workers: int = 2) -> f
 def test_promote_rollback_and_routing_under_load_with_two_workers(tmp_path, registry):
     root, first, second = registry
     with running_server(tmp_path / "logs", "--workers", "2", model=root, startup=60, CHURN_REGISTRY_POLL=POLL) as (url, proc, log):
-        _wait_startups(log, 2)
+        wait_startups(log, 2)
         with Load(url) as load:
             time.sleep(1)
             took = [_switch(load, log, lambda: promote(root, second), {second}),
@@ -213,7 +207,7 @@ def test_a_one_version_directory_that_becomes_a_registry_is_followed_under_load(
     candidate = _variant(root, tmp_path / "v2", "0.2.0+intercept1", "2030-01-01T00:00:00+00:00", 1.0)
     n = int(workers)
     with running_server(tmp_path / "logs", "--workers", workers, model=root, startup=60, CHURN_REGISTRY_POLL=POLL) as (url, proc, log):
-        _wait_startups(log, n)
+        wait_startups(log, n)
         with Load(url) as load:
             time.sleep(1)
             init_registry(root)  # what churn_retrain and churn_models do to a one-version directory

@@ -51,6 +51,13 @@ def stop(proc: subprocess.Popen) -> int:
     return proc.returncode
 
 
+def wait_startups(log: Path, n: int, timeout: float = 60):
+    "Wait until `n` worker startups are logged (a supervisor's workers, or a replaced one); fail with the log if not."
+    deadline = time.monotonic() + timeout
+    while log.read_text().count("Application startup complete") < n and time.monotonic() < deadline: time.sleep(0.1)
+    assert log.read_text().count("Application startup complete") >= n, log.read_text()[-3000:]
+
+
 @contextmanager
 def running_server(log_dir: Path, *args: str, model: Path | None = ROOT / "model", startup: float = 30.0, cwd: Path | None = None,
                    **env: str):

@@ -8,7 +8,7 @@ import pytest
 from conftest import script
 from churn_deploy.data import SAMPLE_CUSTOMER, canonical_sha256
 from conftest import free_port
-from test_server import running_server, server_env, stop
+from test_server import running_server, server_env, stop, wait_startups
 
 PREFIX = "churn_serve: error: "
 
@@ -235,13 +235,6 @@ def _children(pid: int) -> list[int]: return _processes(1, pid)
 def _group_alive(pgid: int) -> list[int]: return _processes(2, pgid)
 
 
-def _wait_startups(log: Path, n: int, timeout: float = 30):
-    "Wait until uvicorn has logged `n` application startups (workers come up one by one)."
-    deadline = time.monotonic() + timeout
-    while log.read_text().count("Application startup complete") < n and time.monotonic() < deadline: time.sleep(0.2)
-    assert log.read_text().count("Application startup complete") >= n, log.read_text()
-
-
 @pytest.mark.parametrize("form", ["absolute", "relative"])
 def test_two_workers(tmp_path, model_dir, form):
     "Two workers, started from another directory than the repository, with an absolute or a relative --model."
@@ -269,13 +262,13 @@ def test_two_workers(tmp_path, model_dir, form):
 def test_workers_serve_the_verified_model_after_a_restart(tmp_path, model_copy):
     "The model changes on disk after start and a worker dies: its replacement serves the verified model, and nobody goes down."
     with running_server(tmp_path / "logs", "--workers", "2", model=model_copy, startup=60) as (url, proc, log):
-        _wait_startups(log, 2)
+        wait_startups(log, 2)
         with httpx.Client(base_url=url, timeout=30) as c: before = c.get("/model").json()
         # A valid, re-signed model with another version replaces the verified one on disk.
         _edit_meta(model_copy, lambda m: m.__setitem__("version", "swapped-on-disk"), reseal=True)
         victim = _children(proc.pid)[-1]
         os.kill(victim, signal.SIGKILL)
-        _wait_startups(log, 3, timeout=60)  # the supervisor replaced the dead worker
+        wait_startups(log, 3, timeout=60)  # the supervisor replaced the dead worker
         assert proc.poll() is None, "the supervisor went down with the worker"
         assert victim not in _children(proc.pid)
         with httpx.Client(base_url=url, timeout=30) as c:

@@ -6,7 +6,7 @@ import http.client, json, os, signal, socket, threading, time
 import pytest
 
 from churn_deploy.data import SAMPLE_CUSTOMER
-from test_server import running_server
+from test_server import running_server, wait_startups
 
 BODY = json.dumps(SAMPLE_CUSTOMER).encode()
 HEADERS = {"Content-Type": "application/json"}
@@ -52,18 +52,12 @@ class KeepAliveLoad:
         for t in self.threads: t.join(60)
 
 
-def _wait_startups(log, n: int, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while log.read_text().count("Application startup complete") < n and time.monotonic() < deadline: time.sleep(0.1)
-    assert log.read_text().count("Application startup complete") >= n, log.read_text()[-3000:]
-
-
 def test_sigterm_with_two_workers_under_keep_alive_load_resets_nothing(tmp_path):
     "5 runs of 2 workers under 16 keep-alive clients, SIGTERM to the process group (a runtime) or to the supervisor alone (docker stop)."
     summary = []
     for run in range(5):
         with running_server(tmp_path / f"run{run}", "--workers", "2", startup=60, CHURN_GRACE_PERIOD="10") as (url, proc, log):
-            _wait_startups(log, 2)
+            wait_startups(log, 2)
             with KeepAliveLoad(int(url.rsplit(":", 1)[1])) as load:
                 time.sleep(1.0)
                 load.signal_at = time.monotonic()
