@@ -11,7 +11,7 @@ import math
 import pickle
 from pathlib import Path
 
-from .config import META_FILE, MODEL_FILE
+from .config import META_FILE, MODEL_FILE, REGISTRY_FILE
 from .data import DOMAINS, FEATURES, NUMERICAL, canonical_sha256
 
 # %% auto #0
@@ -90,7 +90,11 @@ def _explain(self: ChurnModel, customer: dict, top: int = 3) -> dict:
 ChurnModel.explain = _explain
 
 # %% ../nbs/02_predict.ipynb #425834b3
-def _retrain_hint(model_dir: Path) -> str: return f"retrain with `churn_train --out {model_dir}`"
+def _retrain_hint(model_dir: Path) -> str:
+    "What to do about a broken model: retrain it, or, for a version of a registry (never trained into), register another."
+    if (model_dir.parent / REGISTRY_FILE).is_file():
+        return f"it is a version of the registry {model_dir.parent}: register a good one with `churn_models add`, or pick another"
+    return f"retrain with `churn_train --out {model_dir}`"
 
 def _read(path: Path) -> bytes:
     try: return path.read_bytes()

@@ -23,18 +23,17 @@ from typing import Annotated, Literal
 from fastcore.script import Param, call_parse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .config import META_FILE, MODEL_FILE
+from .config import META_FILE, MODEL_FILE, REGISTRY_FILE
 from .predict import ChurnModel, ModelError, load_model, read_metadata
 
 # %% auto #0
-__all__ = ['REGISTRY_FILE', 'MAX_REGISTRY_BYTES', 'Version', 'LOCK_FILE', 'LOCK_WAIT', 'COMMANDS', 'version_problem', 'Routing',
-           'RegistryFile', 'RegistryError', 'version_dir', 'is_legacy', 'read_registry', 'model_of', 'write_registry',
-           'registry_lock', 'add_version', 'init_registry', 'promote', 'rollback', 'set_challenger', 'route', 'reject',
-           'prune', 'canary_share', 'Served', 'load_served', 'registry_stamp', 'is_registry', 'resolve_model_dir',
+__all__ = ['MAX_REGISTRY_BYTES', 'Version', 'LOCK_FILE', 'LOCK_WAIT', 'COMMANDS', 'version_problem', 'Routing', 'RegistryFile',
+           'RegistryError', 'version_dir', 'is_legacy', 'read_registry', 'model_of', 'write_registry', 'registry_lock',
+           'add_version', 'init_registry', 'promote', 'rollback', 'set_challenger', 'route', 'reject', 'prune',
+           'canary_share', 'Served', 'load_served', 'registry_stamp', 'is_registry', 'resolve_model_dir',
            'resolve_model', 'churn_models']
 
 # %% ../nbs/02a_registry.ipynb #ad51ab4d
-REGISTRY_FILE = "registry.json"
 MAX_REGISTRY_BYTES = 1_000_000  # 1 MB: thousands of versions; a bigger file is a mistake or an attack
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}")
 

@@ -23,7 +23,7 @@ from .config import get_settings
 from .data import FEATURES, ID, ChurnDataError, _to_number, check_raw, clean, clean_category, read_raw
 from .monitor import MonitorError, customer_hash, log_key, prediction_record
 from .predict import ChurnModel, ModelError
-from .registry import RegistryError, is_registry, resolve_model
+from .registry import resolve_model
 from .sheets import safe_column
 
 # %% auto #0
@@ -78,13 +78,8 @@ def check_unique_ids(raw: pd.DataFrame, # As read by `read_raw`
 def scoring_model(source: str | Path, # A model directory or a registry
                   version: str | None = None, # A registered version (default: the champion)
                  ) -> tuple[ChurnModel, str]:
-    "The verified model of `source`'s champion (or `version`) and its version; an error never advises training into a registry."
-    try: return resolve_model(source, version)
-    except ModelError as e:
-        if "churn_train --out" not in str(e) or not is_registry(source): raise
-        why = str(e).split("; retrain with `churn_train --out")[0].split("; train one with `churn_train --out")[0]
-        raise RegistryError(f"{why}; register a good version in {source} with `churn_models add`, "
-                            "or pick another with --version") from None
+    "The verified model of `source`'s champion (or `version`) and its version (a broken registry version's error says to register another)."
+    return resolve_model(source, version)
 
 # %% ../nbs/04_score.ipynb #a26e0d32
 def score_file(input: str | Path, output: str | Path, model: ChurnModel,
