@@ -42,6 +42,7 @@ from .middleware import (OPEN_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, Clie
                                      RateLimiter, RateLimitMiddleware, ServiceMetrics, charge)
 from .predict import ChurnModel, ModelError
 from .observe import DriftMetrics, PredictionLog
+from .caller import caller, customer_id, pick
 from .registry import Served, is_legacy, load_served, registry_stamp
 
 # %% auto #0
@@ -114,19 +115,7 @@ async def _watch_registry(app: FastAPI, root, file, every: float, metrics: Servi
                  f": {root} became a registry, followed from now on" if became else "", served.champion.version, ch,
                  served.routing.mode)
 
-def _customer_id(scope) -> str | None:
-    "The request's X-Customer-Id (1 to `CUSTOMER_ID_MAX` bytes, as a batch's ids), or None."
-    for k, v in scope["headers"]:
-        if k == b"x-customer-id" and 0 < len(v) <= CUSTOMER_ID_MAX: return v.decode("latin-1")
-    return None
-
-def _caller(scope) -> str:
-    "The key canary assignment hashes: X-Customer-Id, else the API key's name, else the request id."
-    if (customer := _customer_id(scope)) is not None: return "customer:" + customer
-    return f"key:{scope['churn.key']}" if scope.get("churn.key") else "request:" + REQUEST_ID.get()
-
-def _pick(served: Served, scope) -> tuple[ChurnModel, str]:
-    return served.pick(_caller(scope)) if served.routing.mode == "canary" else (served.champion, "champion")
+_pick = pick  # moved to caller.pick; kept until desk imports it from there
 
 def _observe(app: FastAPI, scope, model: ChurnModel, role: str, rows: list[dict], probs: list[float], shadow=None,
              customer_ids: list[str] | None = None):
@@ -134,9 +123,9 @@ def _observe(app: FastAPI, scope, model: ChurnModel, role: str, rows: list[dict]
     if (drift := app.state.drift) is not None:
         drift.count(model.version, rows, probs)
         if shadow: drift.count_scores(shadow[0], shadow[1])
-    if (plog := app.state.prediction_log) is not None and plog.keeps(_caller(scope)):
+    if (plog := app.state.prediction_log) is not None and plog.keeps(caller(scope)):
         rid, v, t = REQUEST_ID.get(), model.version, model.threshold
-        if customer_ids is None: return plog.record(rid, _customer_id(scope), v, role, rows, probs, t, shadow)
+        if customer_ids is None: return plog.record(rid, customer_id(scope), v, role, rows, probs, t, shadow)
         for i, (cid, row, p) in enumerate(zip(customer_ids, rows, probs)):  # a batch's own ids, one record each
             plog.record(rid, cid, v, role, (row,), (p,), t, (shadow[0], (shadow[1][i],)) if shadow else None)
 
@@ -211,7 +200,7 @@ def create_app(settings: Settings | None = None, follow: Path | None = None) -> 
         c = Customer.model_validate_json(body)
         _no_repeats(body, len(FEATURES), batch=False)
         served = app.state.served
-        (model, role), x = _pick(served, request.scope), c.__dict__
+        (model, role), x = pick(served, request.scope), c.__dict__
         p = model.predict_proba(x)
         metrics.scored(model.version, role, (p,))
         shadow = None
@@ -224,7 +213,7 @@ def create_app(settings: Settings | None = None, follow: Path | None = None) -> 
 
     def score_batch(served: Served, scope, batch) -> Response:
         rows = [c.__dict__ for c in batch.customers]
-        model, role = _pick(served, scope)
+        model, role = pick(served, scope)
         probs = model.predict_many(rows)
         metrics.scored(model.version, role, probs)
         v, t = model.version, model.threshold
@@ -260,7 +249,7 @@ def create_app(settings: Settings | None = None, follow: Path | None = None) -> 
         body = await read_json(request.receive, request.scope["headers"], CUSTOMER_BODY_LIMIT)
         c = Customer.model_validate_json(body)
         _no_repeats(body, len(FEATURES), batch=False)
-        model, role = _pick(app.state.served, request.scope)
+        model, role = pick(app.state.served, request.scope)
         return _json({**model.explain(c.__dict__), "model_version": model.version}, model.version, role)
 
     errors = (400, 413, 415, 422, 429, 431, 500, 503)
