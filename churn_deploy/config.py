@@ -4,12 +4,14 @@
 
 # %% auto #0
 __all__ = ['PORT', 'MODEL_FILE', 'META_FILE', 'REGISTRY_FILE', 'DATA_FILE', 'DATA_URL', 'MIN_KEY_LENGTH', 'KEY_NAME',
-           'key_problem', 'Settings', 'key_hash', 'api_key_table', 'get_settings', 'unknown_settings']
+           'REFERENCE_START', 'REFERENCE_END', 'key_problem', 'Settings', 'key_hash', 'api_key_table', 'get_settings',
+           'unknown_settings', 'default_text', 'allowed_text', 'settings_reference', 'reference_in',
+           'write_settings_reference']
 
 # %% ../nbs/00_config.ipynb #6a5c2381
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import re
 
@@ -47,7 +49,7 @@ class Settings(BaseSettings):
     "Configuration of churn-deploy, read from `CHURN_*` environment variables."
     model_config = SettingsConfigDict(env_prefix="CHURN_", extra="ignore")
 
-    data: Path | None = Field(None, description="Path of the Telco churn CSV (`CHURN_DATA`)")
+    data: Path | None = Field(None, description="Path of the Telco churn CSV, for training (after `--data`; before the cache and the download)")
     cache_dir: Path = Field(Path.home() / ".cache" / "churn-deploy", description="Where a downloaded CSV is kept")
     data_url: str = Field(DATA_URL, description="Public URL the CSV is downloaded from")
     download_timeout: float = Field(30.0, gt=0, description="Seconds before a download gives up")
@@ -57,33 +59,33 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", description="Interface the server binds to (all, as in a container)")
     port: int = Field(PORT, ge=1, le=65535, description="Port the server listens on")
     workers: int = Field(1, ge=1, le=64, description="Number of uvicorn worker processes")
-    api_key: SecretStr | None = Field(None, description=f"One API key (at least {MIN_KEY_LENGTH} characters); its name is `default`")
-    api_keys: str | None = Field(None, description="Named keys as sha256 hashes: `name:sha256hex,name2:sha256hex`")
-    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)")
+    api_key: SecretStr | None = Field(None, description=f"One plain API key (at least {MIN_KEY_LENGTH} characters, not only whitespace, none at either end), named `default`")
+    api_keys: str | None = Field(None, description="Named keys as sha256 hashes, `name:sha256hex,name2:sha256hex` (make one with `churn_hash_key`)")
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest batch body (413 above); one customer is capped at 64 KB")
     max_batch: int = Field(10_000, ge=1, description="Most customers in one /predict/batch request")
-    max_header_bytes: int = Field(16 * 1024, ge=1024, description="Largest total size of the request headers (431 above)")
+    max_header_bytes: int = Field(16 * 1024, ge=1024, description="Largest total size of the request headers (431 above); a head past 24 KB is cut off at once")
     max_headers: int = Field(100, ge=10, description="Most request headers (431 above)")
     request_timeout: float = Field(10.0, gt=0, description="Seconds a client has to send a whole request before it is dropped")
-    max_connections: int = Field(1000, ge=1, description="Open connections and requests per worker before new ones get 503")
-    batch_threads: int = Field(2, ge=1, le=64, description="Large batches validated and scored at once, each in a worker thread")
+    max_connections: int = Field(1000, ge=1, description="Open connections and requests per worker before new ones get 503 (keep it below the file-descriptor limit)")
+    batch_threads: int = Field(2, ge=1, le=64, description="Batches over 64 KB read, validated and scored at once, each in a worker thread; the rest wait")
     grace_period: float = Field(20.0, ge=0, description="Seconds in-flight requests get to finish after SIGTERM/SIGINT")
-    registry_poll: float = Field(2.0, gt=0, le=60, description="Seconds between checks of the model registry for a change")
+    registry_poll: float = Field(2.0, gt=0, le=60, description="Seconds between checks of `registry.json` for a change")
     registry_file: Path | None = Field(None, description="A registry.json to read instead of the model directory's (e.g. a mounted ConfigMap)")
-    rate_limit: str | None = Field(None, description="Per key name or client address, e.g. `100/second` or `20/second;600/minute`")
-    rate_limit_storage: str = Field("memory://", description="Counter storage of the `limits` library: `memory://` or `redis://host:port`")
+    rate_limit: str | None = Field(None, description="Per key name, or per client address without a key: `100/second`, `20/second;600/minute` (unset: off)")
+    rate_limit_storage: str = Field("memory://", description="Where the `limits` library keeps the counts: `memory://` (one process) or `redis://host:port` (shared by replicas)")
     rate_limit_timeout: float = Field(0.25, ge=0.01, le=5, description="Seconds a Redis rate-limit call may take; "
                                       "a slower one admits the request uncounted, as a failed one does")
-    trusted_proxy: str = Field("none", description="Whose client-address header to believe: `none`, `fly`, `k8s` or CIDRs")
-    cors_origins: Annotated[list[str], NoDecode] = Field([], description="Origins allowed to call from a browser, comma-separated")
+    trusted_proxy: str = Field("none", description="Whose client-address header to believe: `none`, `fly` (`Fly-Client-IP`), `k8s` (`X-Forwarded-For` from private ranges) or CIDRs")
+    cors_origins: Annotated[list[str], NoDecode] = Field([], description="Exact origins allowed to call from a browser, comma-separated (`*` is refused; unset: off)")
     drift_metrics: bool = Field(True, description="Count every scored row into the reference-profile buckets for /metrics")
     prediction_log_sample: float = Field(0.0, ge=0, le=1, description="Share of callers whose predictions are logged (0: off)")
     prediction_log_file: Path | None = Field(None, description="Also write the prediction records to this JSONL file (rotated)")
     prediction_log_max_bytes: int = Field(50 * 2**20, ge=1024, description="Size at which the JSONL file is rotated")
     prediction_log_backups: int = Field(5, ge=0, description="Rotated JSONL files kept")
-    prediction_log_key: SecretStr | None = Field(None, description=f"HMAC secret (at least {MIN_KEY_LENGTH} characters) for customer ids in the log")
-    log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line (the image's default)")
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
-    access_log: bool = Field(False, description="Log every request (off: /metrics counts them, at less cost)")
+    prediction_log_key: SecretStr | None = Field(None, description=f"HMAC secret (at least {MIN_KEY_LENGTH} characters) for the customer ids in the log")
+    log_format: Literal["text", "json"] = Field("text", description="`json`: every log line one JSON object (the image sets `json`)")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Log level of uvicorn and the service")
+    access_log: bool = Field(False, description="One access line per request (the image sets `true`; off, /metrics still counts them, at less cost)")
 
     @field_validator("api_key", "prediction_log_key")
     @classmethod
@@ -179,3 +181,56 @@ def unknown_settings(environ: dict[str, str] | None = None) -> list[str]:
         close = difflib.get_close_matches(k.upper(), known, n=1, cutoff=0.8)
         return f" (did you mean {close[0]}?)" if close else ""
     return [f"{k} is not a setting and is ignored{hint(k)}" for k in names]
+
+# %% ../nbs/00_config.ipynb #c0f1a002
+def default_text(name: str) -> str:
+    "The default of setting `name` as the docs show it: as the environment spells it, `unset` for none."
+    v = Settings.model_fields[name].default
+    if v is None or v == []: return "unset"
+    if isinstance(v, bool): return f"`{str(v).lower()}`"
+    if isinstance(v, float) and v.is_integer(): v = int(v)
+    if isinstance(v, Path) and v.is_relative_to(Path.home()): v = "~" / v.relative_to(Path.home())
+    text = f"`{v}`"
+    if name.endswith("_bytes") and isinstance(v, int):
+        text += f" ({v / 2**20:g} MiB)" if v >= 2**20 else f" ({v / 2**10:g} KiB)"
+    return text
+
+# %% ../nbs/00_config.ipynb #c0f1a004
+def allowed_text(name: str) -> str:
+    "What setting `name` accepts, from its type and bounds: `1–64`, `> 0`, `` `text`, `json` ``; empty when free."
+    f = Settings.model_fields[name]
+    if choices := [a for a in get_args(f.annotation) if isinstance(a, str)]: return ", ".join(f"`{c}`" for c in choices)
+    b = {k: getattr(m, k) for m in f.metadata for k in ("ge", "gt", "le", "lt") if getattr(m, k, None) is not None}
+    num = lambda x: f"{x:g}"
+    if "ge" in b and "le" in b: return f"{num(b['ge'])}–{num(b['le'])}"
+    if "gt" in b and "le" in b: return f"> {num(b['gt'])}, ≤ {num(b['le'])}"
+    parts = [f"{sign} {num(b[k])}" for k, sign in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")) if k in b]
+    if f.annotation is bool: parts.append("`true`, `false`")
+    return ", ".join(parts)
+
+# %% ../nbs/00_config.ipynb #c0f1a006
+def settings_reference() -> str:
+    "The markdown table of every setting: variable, default, allowed values and meaning, in the class's order."
+    rows = ["| variable | default | allowed | meaning |", "|---|---|---|---|"]
+    for name, f in Settings.model_fields.items():
+        if not f.description: raise ValueError(f"setting {name} has no description for the configuration reference")
+        rows.append(f"| `CHURN_{name.upper()}` | {default_text(name)} | {allowed_text(name)} | {f.description} |")
+    return "\n".join(rows)
+
+# %% ../nbs/00_config.ipynb #c0f1a00a
+REFERENCE_START, REFERENCE_END = "<!-- settings:start -->\n", "\n<!-- settings:end -->"
+
+def reference_in(text: str) -> str:
+    "The generated table between the settings markers of a page's `text`."
+    if text.count(REFERENCE_START) != 1 or text.count(REFERENCE_END) != 1:
+        raise ValueError("the page needs one <!-- settings:start --> and one <!-- settings:end --> marker")
+    return text.split(REFERENCE_START)[1].split(REFERENCE_END)[0]
+
+# %% ../nbs/00_config.ipynb #c0f1a00b
+def write_settings_reference(path: Path | str = Path("docs") / "configuration.md") -> Path:
+    "Write `settings_reference()` between the markers of the page at `path` (from the repository's root)."
+    path = Path(path)
+    text = path.read_text()
+    old = reference_in(text)
+    path.write_text(text.replace(REFERENCE_START + old + REFERENCE_END, REFERENCE_START + settings_reference() + REFERENCE_END))
+    return path
