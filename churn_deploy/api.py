@@ -5,25 +5,34 @@
 # %% ../nbs/03_api.ipynb #a0c8d6f5
 from __future__ import annotations
 
+import base64
 import contextvars
+import hashlib
 import json
 import re
 import secrets
 
 import orjson
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic.json_schema import models_json_schema
 from pydantic_core import PydanticCustomError
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from typing import Annotated
 
 from .data import CATEGORICAL, DOMAINS, FEATURES, NUMERIC_RANGES, SAMPLE_CUSTOMER
 
 # %% auto #0
 __all__ = ['Customer', 'CUSTOMER_ID_MAX', 'CustomerId', 'MAX_FIELD_ERRORS', 'REQUEST_ID', 'MAX_OBJECT_KEYS', 'ERROR_TEXT',
-           'CUSTOMER_BODY_LIMIT', 'batch_models', 'Prediction', 'BatchPrediction', 'Contribution', 'Explanation',
-           'FieldError', 'ErrorDetail', 'ErrorResponse', 'error_response', 'field_errors', 'validation_error',
-           'BodyTooLarge', 'BadRequest', 'check_json_headers', 'read_json', 'ClientGone', 'count_keys', 'key_problem',
-           'ShapeError', 'check_shape']
+           'CUSTOMER_BODY_LIMIT', 'DOC_PAGES', 'INLINE_SCRIPT', 'batch_models', 'Prediction', 'BatchPrediction',
+           'Contribution', 'Explanation', 'FieldError', 'ErrorDetail', 'ErrorResponse', 'error_response',
+           'field_errors', 'validation_error', 'BodyTooLarge', 'BadRequest', 'check_json_headers', 'read_json',
+           'ClientGone', 'count_keys', 'key_problem', 'ShapeError', 'check_shape', 'model_response', 'KeyProblem',
+           'check_keys', 'NotReady', 'Draining', 'add_error_handlers', 'schema_ref', 'route_doc', 'add_schemas',
+           'add_key_scheme', 'doc_policy', 'guard_doc_pages']
 
 # %% ../nbs/03_api.ipynb #2514314a
 _DESCRIPTIONS = {"tenure": "Months as a customer", "monthlycharges": "Monthly charge, dollars",
@@ -248,3 +257,135 @@ ERROR_TEXT = {400: "The body is not valid JSON", 401: "Missing or unknown X-API-
               503: "No model is loaded, or the server is shutting down"}
 CUSTOMER_BODY_LIMIT = 64 * 1024
 "Largest body of the one-customer routes; a customer is about 600 bytes."
+
+# %% ../nbs/03_api.ipynb #80366b75
+def model_response(obj, # What to answer, serialised by orjson
+                   version: str, # The answering model's version: the `X-Model-Version` header
+                   role: str = "champion", # `champion` or `challenger`: the `X-Model-Role` header
+                  ) -> Response:
+    "A 200 JSON answer from one model, with the headers that say which."
+    return Response(orjson.dumps(obj), 200, media_type="application/json",
+                    headers={"X-Model-Version": version, "X-Model-Role": role, "Cache-Control": "no-store"})
+
+# %% ../nbs/03_api.ipynb #6a24d874
+class KeyProblem(Exception):
+    "A repeated or unknown key in a body that passed validation: a 422 naming the key."
+    def __init__(self, field: str, msg: str): super().__init__(msg); self.field, self.msg = field, msg
+
+def check_keys(body: bytes, # A body that passed validation
+               n_keys: int, # How many keys it must hold
+               batch: bool, # A batch (`customers[i].key`) or one customer (`key`)
+              ):
+    "Raise `KeyProblem` for a body with repeated or unknown keys, which validation alone lets through."
+    if count_keys(body) != n_keys: raise KeyProblem(*key_problem(body, batch))
+
+# %% ../nbs/03_api.ipynb #57fc7bd1
+class NotReady(Exception): "No model is loaded."
+class Draining(Exception): "The server is shutting down."
+
+def _http_error(request, e: HTTPException):
+    msg = e.detail if isinstance(e.detail, str) else str(e.detail)
+    if e.status_code == 404: msg = f"no route {request.method} {request.url.path[:200]}"
+    elif e.status_code == 405: msg = f"method {request.method} is not allowed on {request.url.path[:200]}"
+    return error_response(e.status_code, msg, headers=getattr(e, "headers", None))
+
+def _request_error(request, e: RequestValidationError):
+    fields = field_errors(e.errors())
+    return error_response(422, f"{fields[0]['field']}: {fields[0]['message']}" if fields else "invalid request", fields)
+
+# %% ../nbs/03_api.ipynb #d7872461
+_RETRY = {"Retry-After": "1"}
+_HANDLERS = {
+    HTTPException: _http_error,
+    RequestValidationError: _request_error,
+    ValidationError: lambda request, e: validation_error(e),
+    KeyProblem: lambda request, e: error_response(422, f"{e.field}: {e.msg}", [{"field": e.field, "message": e.msg, "type": "key_count"}]),
+    ShapeError: lambda request, e: error_response(422, f"{e.field}: {e.message}", [{"field": e.field, "message": e.message, "type": "shape"}]),
+    BadRequest: lambda request, e: error_response(e.status, e.message),
+    BodyTooLarge: lambda request, e: error_response(413, f"body: over the limit of {e.limit} bytes"),
+    NotReady: lambda request, e: error_response(503, "model: not loaded yet", headers=_RETRY),
+    Draining: lambda request, e: error_response(503, "server: shutting down", headers=_RETRY)}
+
+def add_error_handlers(app: FastAPI) -> FastAPI:
+    "Answer every known error in the one shape: a status, a message naming the field, the request id."
+    for kind, handler in _HANDLERS.items(): app.add_exception_handler(kind, handler)
+    return app
+
+# %% ../nbs/03_api.ipynb #ea8772fa
+def schema_ref(name: str) -> dict:
+    "A JSON content entry pointing at the component schema `name`."
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+def route_doc(body: str | None, # The request body's schema name, or None
+              ok: str | None, # The 200 answer's schema name, or None to let FastAPI say
+              *errors: int, # The error statuses the route answers, each in the one error shape
+             ) -> dict:
+    "`responses` and `openapi_extra` for a route: its JSON body, its 200 schema and its error responses."
+    responses = {c: {"description": ERROR_TEXT[c], "content": schema_ref("ErrorResponse")} for c in errors}
+    if ok: responses[200] = {"description": "Successful Response", "content": schema_ref(ok)}
+    extra = {"requestBody": {"required": True, "content": schema_ref(body)}} if body else {}
+    return {"responses": responses, "openapi_extra": extra}
+
+# %% ../nbs/03_api.ipynb #c81bf6f8
+def add_schemas(app: FastAPI, models: list[type[BaseModel]]) -> FastAPI:
+    "Add the component schemas of `models` (as validated) to `app`'s OpenAPI document when it is first built."
+    base = app.openapi
+    def openapi():
+        if app.openapi_schema: return app.openapi_schema
+        schema = base()
+        _, defs = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+        return schema
+    app.openapi = openapi
+    return app
+
+def add_key_scheme(app: FastAPI,
+                   open_prefixes: tuple[str, ...] = (), # Paths that need no key, by prefix
+                   open_exact: tuple[str, ...] = (), # Paths that need no key, exactly
+                  ) -> FastAPI:
+    "Mark every operation but the open ones as needing the `X-API-Key` header, with its 401."
+    base = app.openapi
+    def openapi():
+        if app.openapi_schema: return app.openapi_schema
+        schema = base()
+        schema.setdefault("components", {})["securitySchemes"] = {"APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+        for path, item in schema["paths"].items():
+            if path.startswith(open_prefixes) or path in open_exact: continue
+            for op in item.values():
+                op["security"] = [{"APIKeyHeader": []}]
+                op["responses"]["401"] = {"description": ERROR_TEXT[401], "content": schema_ref("ErrorResponse")}
+        return schema
+    app.openapi = openapi
+    return app
+
+# %% ../nbs/03_api.ipynb #d8f09119
+DOC_PAGES = ("/docs", "/docs/oauth2-redirect", "/redoc")
+INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
+
+def doc_policy(html: bytes) -> str:
+    "A docs page's Content-Security-Policy: scripts and styles from the service, its own inline scripts by hash, no framing."
+    inline = "".join(f" 'sha256-{base64.b64encode(hashlib.sha256(s).digest()).decode()}'" for s in INLINE_SCRIPT.findall(html))
+    return (f"default-src 'none'; script-src 'self'{inline}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; "
+            "form-action 'none'")
+
+# %% ../nbs/03_api.ipynb #a38caa3f
+def _with_policy(inner):
+    async def guarded(scope, receive, send):
+        start = None
+        async def hold(msg):  # the policy hashes the page, so the head waits for the (one-message) body
+            nonlocal start
+            if msg["type"] == "http.response.start": start = msg; return
+            if start is not None:
+                headers = MutableHeaders(raw=start["headers"])
+                headers["Content-Security-Policy"], headers["X-Frame-Options"] = doc_policy(msg.get("body", b"")), "DENY"
+                await send(start); start = None
+            await send(msg)
+        await inner(scope, receive, hold)
+    return guarded
+
+def guard_doc_pages(app: FastAPI) -> FastAPI:
+    "Give the docs pages (`DOC_PAGES`) a Content-Security-Policy and frame protection."
+    for route in app.router.routes:
+        if getattr(route, "path", None) in DOC_PAGES: route.app = _with_policy(route.app)
+    return app
