@@ -55,11 +55,11 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
 
 # ---------------------------------------------------------------- three replicas, one Prometheus, the same PSI offline
 
-def _drifted_rows(n: int, seed: int = 3) -> list[dict]:
+def _drifted_rows(data_csv, n: int, seed: int = 3) -> list[dict]:
     "Real customers resampled towards fiber-optic, month-to-month and higher charges: a drifted month."
     from churn_deploy.data import load_churn_data
     from churn_deploy.train import to_records
-    rows = to_records(load_churn_data())
+    rows = to_records(load_churn_data(data_csv))
     rnd = random.Random(seed)
     weights = [(3 if r["internetservice"] == "fiber_optic" else 1) * (2 if r["contract"] == "month-to-month" else 1) for r in rows]
     out = []
@@ -104,13 +104,13 @@ def query(prom: str, expr: str) -> list[dict]:
 
 
 @needs_prometheus
-def test_promql_psi_equals_the_offline_psi_across_three_replicas(prometheus_and_replicas):
+def test_promql_psi_equals_the_offline_psi_across_three_replicas(prometheus_and_replicas, data_csv):
     from churn_deploy.monitor import bucket_of, psi
     from churn_deploy.predict import load_model
     prom, urls = prometheus_and_replicas
     model = load_model(ROOT / "model")
     ref = model.meta["reference"]
-    rows = _drifted_rows(3000)
+    rows = _drifted_rows(data_csv, 3000)
     # wait until every replica is scraped and its series (all at zero) are in
     deadline = time.monotonic() + 20
     while len(query(prom, 'count by (instance) (churn_feature_rows_total)')) < 3 and time.monotonic() < deadline: time.sleep(0.5)
