@@ -8,7 +8,6 @@ from __future__ import annotations
 import bisect
 import collections
 import logging
-import logging.handlers
 import os
 import queue
 import stat
@@ -26,7 +25,7 @@ from .monitor import bucket_of, customer_hash, prediction_record
 from .registry import canary_share
 
 # %% auto #0
-__all__ = ['DriftMetrics', 'PredictionLog']
+__all__ = ['DriftMetrics', 'RecordBuffer', 'RecordWriter', 'PredictionLog']
 
 # %% ../nbs/03e_observe.ipynb #2f5f6ed6
 class DriftMetrics:
@@ -96,8 +95,8 @@ _log = logging.getLogger("churn")
 class _CountingErrors:
     "A handler mixin: a failing write is counted, never raised; one log line a minute says records are being lost."
     failures, _warned_at, _failing = 0, -float("inf"), False
-    def handleError(self, record):
-        self.failures += 1
+    def handleError(self, record, lost: int = 1):
+        self.failures += lost
         self._failing = True
         if time.monotonic() - self._warned_at >= 60:
             self._warned_at = time.monotonic()
@@ -118,8 +117,19 @@ class _RecordStream(_CountingErrors, logging.StreamHandler):
         super().emit(record)  # counts a failure itself
         if self._failing and self.failures == before: self.recovered()
 
+    def emit_many(self, records: list):
+        "Write `records` as one string and flush once; a failure loses (and counts) all of them."
+        try:
+            t = self.terminator
+            self.stream.write("".join([self.format(r) + t for r in records]))
+            self.flush()
+        except Exception: self.handleError(records[0], len(records))
+        else:
+            if self._failing: self.recovered()
+
+# %% ../nbs/03e_observe.ipynb #1b5f2dde
 class _RecordFile(_CountingErrors, logging.Handler):
-    "The JSONL sink: each record one whole line, appended with one `os.write`; a write cut short is cut back off the file."
+    "The JSONL sink: each record one whole line, appended with `os.write`; a write cut short is cut back off the file."
     _write = staticmethod(os.write)  # the notebook's tests stand a full disk in here
     def __init__(self, path, max_bytes: int = 0, backups: int = 0):
         super().__init__()
@@ -140,16 +150,34 @@ class _RecordFile(_CountingErrors, logging.Handler):
             if os.path.exists(f"{self.path}.{i}"): os.replace(f"{self.path}.{i}", f"{self.path}.{i + 1}")
         os.replace(self.path, f"{self.path}.1")
 
+    def _full(self, size: int) -> bool: return self.rotates and self.size and self.size + size >= self.max_bytes
+
     def emit(self, record):
         try:
             data = orjson.dumps(record.prediction, option=orjson.OPT_APPEND_NEWLINE)
             if self.fd is None: self._open()  # after a failed rotation
-            if self.rotates and self.size and self.size + len(data) >= self.max_bytes:
-                self._rotate(); self._open()
+            if self._full(len(data)): self._rotate(); self._open()
             self._append(data)
         except Exception: self.handleError(record)
         else:
             if self._failing: self.recovered()
+
+    def emit_many(self, records: list):
+        "Append `records` with one `os.write` for each run between rotations; after a failure, the rest one by one as `emit` does."
+        lines, i = [orjson.dumps(r.prediction, option=orjson.OPT_APPEND_NEWLINE) for r in records], 0
+        try:
+            while i < len(lines):
+                if self.fd is None: self._open()
+                if self._full(len(lines[i])): self._rotate(); self._open()
+                j, size = i + 1, self.size + len(lines[i])
+                while j < len(lines) and not (self.rotates and size + len(lines[j]) >= self.max_bytes):
+                    size += len(lines[j]); j += 1
+                self._append(b"".join(lines[i:j]))  # whole, or the file as it was
+                i = j
+        except Exception:  # a full disk: keep each record that still fits, count each that does not
+            for r in records[i:]: self.emit(r)
+            return
+        if self._failing: self.recovered()
 
     def _append(self, data: bytes):
         "Write `data` whole, or raise with the file as it was: a short write (a disk filling up) is cut back off."
@@ -168,23 +196,106 @@ class _RecordFile(_CountingErrors, logging.Handler):
         if self.fd is not None: os.close(self.fd); self.fd = None
         super().close()
 
+# %% ../nbs/03e_observe.ipynb #b16634b0
+class RecordBuffer:
+    "A bounded FIFO of records: `put_nowait` costs a `deque` append, no lock; the writer takes records in batches."
+    def __init__(self, capacity: int = 10_000, batch: int = 256):
+        self.items, self.capacity, self.batch = collections.deque(), capacity, batch
+        self.wake = threading.Event()  # set when `batch` records wait, or to stop
+        self.busy = False  # the writer holds records it has taken and not yet written
+
+    def put_nowait(self, item):
+        "Append `item`, or raise `queue.Full` when `capacity` records wait; wake the writer when a batch waits."
+        items = self.items
+        if len(items) >= self.capacity: raise queue.Full
+        items.append(item)
+        if len(items) >= self.batch and not self.wake.is_set(): self.wake.set()
+
+    def get_nowait(self):
+        "The oldest waiting record, or `queue.Empty`."
+        try: return self.items.popleft()
+        except IndexError: raise queue.Empty from None
+
+    def take(self, n: int) -> list:
+        "Up to `n` of the oldest waiting records, in order."
+        items, out = self.items, []
+        try:
+            for _ in range(min(n, len(items))): out.append(items.popleft())
+        except IndexError: pass
+        return out
+
+    def empty(self) -> bool: return not self.items
+    def qsize(self) -> int: return len(self.items)
+
+    def join(self, timeout: float = 60):
+        "Wait until every record put so far is written (or lost and counted) by a running writer."
+        end = time.monotonic() + timeout
+        while (self.items or self.busy) and time.monotonic() < end:
+            self.wake.set()
+            time.sleep(0.001)
+
+# %% ../nbs/03e_observe.ipynb #7823a788
+class RecordWriter:
+    "The background thread that writes a `RecordBuffer`'s records to each handler in batches of at most `most`, in order."
+    def __init__(self, buffer: RecordBuffer, *handlers, every: float = 0.05, most: int = 1024):
+        self.buffer, self.handlers, self.every, self.most = buffer, handlers, every, most
+        self._thread, self._stopping = None, False
+
+    def handle(self, record):
+        "Write one record to every handler, now, in this thread."
+        for h in self.handlers: h.emit(record)
+
+    def flush(self):
+        "Write every waiting record, in this thread."
+        b = self.buffer
+        while True:
+            b.busy = True
+            try:
+                records = b.take(self.most)
+                if not records: return
+                for h in self.handlers: h.emit_many(records)
+            finally: b.busy = False
+
+    def _run(self):
+        while True:
+            self.buffer.wake.wait(self.every)
+            self.buffer.wake.clear()
+            stopping = self._stopping  # read before the flush: a record put before stop() is written by it
+            self.flush()
+            if stopping: return
+
+    def start(self):
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="churn-prediction-log", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        "Write every waiting record, then end the thread."
+        if self._thread is not None:
+            self._stopping = True
+            self.buffer.wake.set()
+            self._thread.join()
+            self._thread = None
+        self.flush()  # never started, or records put from another thread after the last flush
+
+# %% ../nbs/03e_observe.ipynb #c003431f
 class PredictionLog:
-    "Sampled prediction records, queued on the request path and written by a background thread to stdout and a JSONL file."
+    "Sampled prediction records, buffered on the request path and written by a background thread to stdout and a JSONL file."
     def __init__(self, sample: float, file=None, key: str | None = None, max_bytes: int = 50 * 2**20, backups: int = 5,
-                 stream=None, formatter: logging.Formatter | None = None, capacity: int = 10_000):
+                 stream=None, formatter: logging.Formatter | None = None, capacity: int = 10_000, every: float = 0.05):
         self.sample, self.key = sample, key
-        self.queue: queue.Queue = queue.Queue(capacity)
+        self.queue = RecordBuffer(capacity)
         self.dropped = 0
         out = _RecordStream(stream or sys.stdout)
         out.setFormatter(formatter or _StdoutJson())
         self.handlers = [out]
         if file: self.handlers.append(_RecordFile(file, max_bytes, backups))
-        self.listener = logging.handlers.QueueListener(self.queue, *self.handlers, respect_handler_level=False)
+        self.listener = RecordWriter(self.queue, *self.handlers, every=every)
 
     def start(self): self.listener.start(); return self
     def stop(self):
         "Write every queued record, in order, then close the file."
-        if self.listener._thread is not None: self.listener.stop()
+        self.listener.stop()
         for h in self.handlers[1:]: h.close()
 
     @property
@@ -196,16 +307,21 @@ class PredictionLog:
 
     def record(self, request_id: str, customer_id: str | None, version: str, role: str, rows: list[dict], probs: list[float],
                threshold: float, shadow: tuple[str, list[float]] | None = None):
-        "Queue one record per scored row; drop (and count) when the queue is full."
+        "Queue one record per scored row; drop (and count) when the buffer is full."
         now = datetime.now(timezone.utc)
         customer = customer_hash(customer_id, self.key) if customer_id and self.key else None
+        put = self.queue.put_nowait
         for i, (row, p) in enumerate(zip(rows, probs)):
             rec = prediction_record(row, p, p >= threshold, version, request_id, role, customer, now,
                                     *((shadow[0], shadow[1][i]) if shadow else ()))
-            lr = logging.LogRecord("churn.predictions", logging.INFO, "observe", 0, "prediction", None, None)
-            lr.prediction = rec
-            try: self.queue.put_nowait(lr)
+            try: put(_Pending(rec))
             except queue.Full: self.dropped += 1
+
+class _Pending:
+    "A queued record: what the sinks and their formatter read (`.prediction`), without a `LogRecord`'s cost."
+    __slots__ = ("prediction",)
+    levelno, name = logging.INFO, "churn.predictions"
+    def __init__(self, prediction: dict): self.prediction = prediction
 
 class _StdoutJson(logging.Formatter):
     "The record with level, logger and message, like the service's JSON log lines."
