@@ -1,5 +1,5 @@
 """The dependency audit and Dependabot, checked offline: the schemas and actionlint accept the files (and
-reject broken copies), the audit covers the serve set and the whole lock, and the README's local
+reject broken copies), the audit covers the serve set and the whole lock, and the docs' local
 commands are the workflow's.
 
 pip-audit itself needs the network (it asks PyPI for advisories), so it runs only on GitHub.
@@ -141,7 +141,7 @@ def test_dependabot_watches_uv_and_actions(dependabot):
 
 
 def test_dependabot_respects_the_deliberate_pins(dependabot):
-    "Each ignored range starts exactly at an upper bound that pyproject.toml sets (README: pinned on purpose)."
+    "Each ignored range starts exactly at an upper bound that pyproject.toml sets (docs/development.md: pinned on purpose)."
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     reqs = [Requirement(d) for d in project["project"]["dependencies"]]
     reqs += [Requirement(d) for g in project["dependency-groups"].values() for d in g if isinstance(d, str)]
@@ -155,12 +155,13 @@ def test_dependabot_respects_the_deliberate_pins(dependabot):
         assert v[2:] in bounds.get(name, set()), f"{name} {v}: pyproject.toml has no matching <{v[2:]}"
 
 
-# ---------------------------------------------------------------- the README's local audit
+# ---------------------------------------------------------------- the local audit the docs show
 
 def test_readme_local_audit_matches_the_workflow(audit):
-    readme = (ROOT / "README.md").read_text()
-    lines = [l for l in readme.splitlines() if "pip-audit@" in l and l.startswith("uvx ")]
-    assert len(lines) == 2, "the README shows the local audit of both sets"
+    "The local audit the docs show (docs/development.md, linked from the README) runs what the workflow runs."
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    lines = [l for p in pages for l in p.read_text().splitlines() if "pip-audit@" in l and l.startswith("uvx ")]
+    assert len(lines) == 2, "the docs show the local audit of both sets, once"
     for line, flag in zip(lines, ("--no-default-groups", "--all-groups")):
         assert line.startswith(f"uvx {audit['env']['PIP_AUDIT']} "), line
         assert flag in line and "uv export --locked" in line and "--no-emit-project" in line, line

@@ -1,6 +1,7 @@
-"""The README, tried as a newcomer would: its examples are run and compared with what the commands
-really print, its figures are read back from the committed model, and the setup it asks for after
-cloning leaves the work tree as clean as `.ci/run` requires."""
+"""The README and the guides in docs/, tried as a newcomer would: their examples are run and compared with what the
+commands really print, their figures are read back from the committed model, the generated configuration reference
+agrees with the Settings class, every link between the pages resolves, and the setup they ask for after cloning
+leaves the work tree as clean as `.ci/run` requires."""
 import json, os, re, shutil, subprocess
 
 import pytest
@@ -8,13 +9,29 @@ import pytest
 from conftest import BIN, HEADER, ROOT, ROW, script
 
 README = (ROOT / "README.md").read_text()
+README_MAX_LINES = 300  # issue 17: the README is a front page; the rest lives in the guides it links
+
+
+def guides() -> dict[str, str]:
+    "The README and every guide page in docs/: the texts a reader follows, by path."
+    return {"README.md": README, **{f"docs/{p.name}": p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}}
 
 
 def section(title: str) -> str:
-    "The text of the README's section `## title` (up to the next heading of level 1 or 2)."
-    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^#{{1,2}} |\Z)", README, re.M | re.S)
-    assert m, f"no section '## {title}' in the README"
-    return m.group(1)
+    """The text of the section titled `title` (a heading of level 1 or 2, up to the next such heading), in every page
+    that has one, README first: a section the README keeps short continues in its guide."""
+    found = [m.group(1) for text in guides().values()
+             for m in re.finditer(rf"^#{{1,2}} {re.escape(title)}\n(.*?)(?=^#{{1,2}} |\Z)", text, re.M | re.S)]
+    assert found, f"no section '{title}' in the README or docs/"
+    return "\n".join(found)
+
+
+def subsection(title: str) -> str:
+    "The text of the one `### title` section in the README or docs/, up to the next heading of level 1 to 3."
+    found = [m.group(1) for text in guides().values()
+             for m in re.finditer(rf"^### {re.escape(title)}\n(.*?)(?=^#{{1,3}} |\Z)", text, re.M | re.S)]
+    assert len(found) == 1, f"expected one section '### {title}' in the README and docs/, found {len(found)}"
+    return found[0]
 
 
 def blocks(text: str, lang: str | None = None) -> list[str]:
@@ -156,11 +173,6 @@ MUTATES_MODELS = re.compile(r"\bchurn_retrain\b|\bchurn_models\s+(init|add|chall
 WRITE_FLAGS = re.compile(r"--(?:out|output|report|prediction_log|prediction-log)\s+(\S+)")
 
 
-def _guides() -> dict[str, str]:
-    "The README and every guide page in docs/: the texts a reader follows."
-    return {"README.md": README, **{f"docs/{p.name}": p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}}
-
-
 def _written_paths(block: str) -> list[str]:
     "The files and directories a bash block writes: command outputs, redirections and copies."
     out = []
@@ -184,16 +196,18 @@ def test_every_example_writes_only_where_git_ignores():
     "Every bash block of the README and docs/ writes under runs/ (git-ignored) or a temporary place, and changes models only in a copy."
     assert git("check-ignore", "-q", "runs/x.csv", cwd=ROOT).returncode == 0, "runs/ is not git-ignored"
     checked = 0
-    for name, text in _guides().items():
+    for name, text in guides().items():
+        on_a_copy = False  # an earlier block of the page pointed CHURN_MODEL_DIR at a copy in runs/
         for block in blocks(text, "bash"):
             for path in _written_paths(block):
                 checked += 1
                 # the one exception, regenerating model/ byte for byte, is proven by test_retraining_reproduces_committed_model
                 if path == "model" and "SOURCE_DATE_EPOCH=" in block: continue
                 assert _ignored_or_outside(path), f"{name}: an example writes {path!r}, which git would see:\n{block}"
+            on_a_copy = on_a_copy or bool(re.search(r"export CHURN_MODEL_DIR=\$PWD/runs/", block))
             if MUTATES_MODELS.search(block):
                 remote = "fly ssh console" in block  # runs on the platform's machines, not in this checkout
-                safe = "--models runs/" in block or re.search(r"CHURN_MODEL_DIR=\$PWD/runs/", block) or name.startswith("docs/") or remote
+                safe = "--models runs/" in block or re.search(r"CHURN_MODEL_DIR=\$PWD/runs/", block) or on_a_copy or remote
                 assert safe, f"{name}: an example changes the model directory without working on a copy in runs/:\n{block}"
     assert checked >= 20, checked  # the scan found the examples' outputs, so it can fail
 
@@ -209,7 +223,7 @@ def test_written_paths_finds_what_a_block_writes():
 
 def test_the_monitoring_example_leaves_git_status_clean(data_csv):
     "The README's 'Monitoring offline' commands, run from the repository's root as a reader would, leave the tree as it was."
-    sec = README.split("\n### Monitoring offline\n", 1)[1].split("\n## ", 1)[0]
+    sec = subsection("Monitoring offline")
     commands = "\n".join(blocks(sec, "bash")).replace("uv run ", "").replace("$(openssl rand -hex 24)", "0123456789abcdef0123456789abcdef")
     before = git("status", "--porcelain", "--ignored=no", cwd=ROOT).stdout
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
@@ -229,7 +243,7 @@ def test_every_key_the_docs_set_is_one_the_service_accepts():
     "Each CHURN_API_KEY or api-key an example sets (a literal, or `$(openssl rand -hex N)`) passes the service's key check."
     from churn_deploy.config import key_problem
     found = []
-    for name, text in _guides().items():
+    for name, text in guides().items():
         for block in blocks(text, "bash"):
             for value in re.findall(r"(?:CHURN_API_KEY|api-key)=(\"?\$\(openssl rand -hex \d+\)\"?|[^\s\"$]+)", block):
                 n = re.search(r"rand -hex (\d+)", value)
@@ -238,3 +252,89 @@ def test_every_key_the_docs_set_is_one_the_service_accepts():
                 assert key_problem(key) is None, f"{name}: the example key {value!r} would be refused: {key_problem(key)}"
     assert len(found) >= 3, found  # the docker, Fly and Kubernetes examples
     assert key_problem("change-me") is not None  # the check can refuse what the old README showed
+
+
+# ---------------------------------------------------------------- the front page and its guides
+
+def slug(heading: str) -> str:
+    "GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    "The anchors of a page's headings (outside code blocks)."
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+    return {slug(h) for h in re.findall(r"^#{1,6} (.+)$", prose, re.M)}
+
+
+def test_slug_and_anchors():
+    assert slug("The test suite's time") == "the-test-suites-time" and slug("Fly.io") == "flyio"
+    assert anchors("# A\n```bash\n# not a heading\n```\n## Load test before going live\n") == {"a", "load-test-before-going-live"}
+
+
+def test_readme_is_a_front_page():
+    "The README stays short and links every guide in docs/; every guide links back to it."
+    n = len(README.splitlines())
+    assert n <= README_MAX_LINES, f"the README has {n} lines; move the detail into a guide in docs/"
+    pages = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+    assert len(pages) >= 8, pages
+    for name in pages:
+        assert f"](docs/{name})" in README or f"](docs/{name}#" in README, f"the README does not link docs/{name}"
+        assert "](../README.md" in (ROOT / "docs" / name).read_text(), f"docs/{name} does not link back to the README"
+    for needed in ("docker build", "nbdev_export", "](docs/desk.png)", "uv run churn_serve", "| notebook | module |"):
+        assert needed in README, needed
+
+
+def test_every_link_between_the_pages_resolves():
+    "Each relative link of the README and docs/ names a file that exists, and its #anchor a heading of that page."
+    checked = 0
+    for name, text in guides().items():
+        prose = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", prose):
+            if re.match(r"[a-z]+:", target): continue  # https:, mailto:
+            path, _, anchor = target.partition("#")
+            page = (ROOT / name).parent / path if path else ROOT / name
+            assert page.resolve().exists(), f"{name}: link to {target!r}, which does not exist"
+            if anchor:
+                assert anchor in anchors(page.read_text()), f"{name}: link to {target!r}, whose page has no such heading"
+            checked += 1
+    assert checked >= 30, checked
+
+
+def test_configuration_page_is_generated_from_the_settings():
+    "docs/configuration.md holds exactly what settings_reference renders: a new, renamed or changed setting fails here."
+    from churn_deploy.config import Settings, reference_in, settings_reference
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    regenerate = 'uv run python -c "from churn_deploy.config import write_settings_reference; write_settings_reference()"'
+    assert reference_in(page) == settings_reference(), f"docs/configuration.md is out of date: run `{regenerate}`"
+    assert regenerate in page and regenerate in (ROOT / "docs" / "development.md").read_text()
+    for name in Settings.model_fields: assert f"| `CHURN_{name.upper()}` |" in reference_in(page), name
+
+
+def test_every_churn_variable_the_docs_name_is_a_setting():
+    "A CHURN_* name in the README or docs/ is a setting (or one of the few named on purpose), so a renamed setting fails here."
+    from churn_deploy.config import Settings
+    known = {f"CHURN_{n.upper()}" for n in Settings.model_fields}
+    on_purpose = {"CHURN_WORKRES",  # the typo the docs show being warned about
+                  "CHURN_FUZZ_EXAMPLES"}  # read by tests/test_fuzz.py, not by the service
+    named = {m for text in guides().values() for m in re.findall(r"\bCHURN_[A-Z0-9_]*[A-Z0-9]\b", text)}
+    assert len(named) >= 20, named
+    assert named - known - on_purpose == set(), f"the docs name variables that are no setting: {sorted(named - known - on_purpose)}"
+
+
+FILE_KEYS = ("lib_path", "nbs_path", "doc_path", "readme_nb")  # nbdev settings that name a file or directory
+
+
+def test_settings_ini_names_only_files_that_exist():
+    "Every path settings.ini gives nbdev exists (readme_nb is relative to nbs_path), and the docs say how the site is built."
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "settings.ini")
+    d = cfg["DEFAULT"]
+    named = {k: d[k] for k in FILE_KEYS if k in d}
+    assert {"lib_path", "nbs_path"} <= set(named), named
+    for key, value in named.items():
+        where = ROOT / d.get("nbs_path", "nbs") / value if key == "readme_nb" else ROOT / value
+        assert where.exists(), f"settings.ini: {key} = {value}, which does not exist"
+    dev = (ROOT / "docs" / "development.md").read_text()
+    assert "nbdev_docs" in dev and "Quarto" in dev
