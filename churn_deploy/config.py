@@ -218,19 +218,21 @@ def settings_reference() -> str:
     return "\n".join(rows)
 
 # %% ../nbs/00_config.ipynb #c0f1a00a
-REFERENCE_START, REFERENCE_END = "<!-- settings:start -->\n", "\n<!-- settings:end -->"
+REFERENCE_START, REFERENCE_END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 def reference_in(text: str) -> str:
     "The generated table between the settings markers of a page's `text`."
-    if text.count(REFERENCE_START) != 1 or text.count(REFERENCE_END) != 1:
-        raise ValueError("the page needs one <!-- settings:start --> and one <!-- settings:end --> marker")
-    return text.split(REFERENCE_START)[1].split(REFERENCE_END)[0]
+    if text.count(REFERENCE_START) != 1 or text.count(REFERENCE_END) != 1 or text.index(REFERENCE_START) > text.index(REFERENCE_END):
+        raise ValueError("the page needs one <!-- settings:start --> and, after it, one <!-- settings:end --> marker")
+    return text.split(REFERENCE_START)[1].split(REFERENCE_END)[0].strip("\n")
 
 # %% ../nbs/00_config.ipynb #c0f1a00b
 def write_settings_reference(path: Path | str = Path("docs") / "configuration.md") -> Path:
     "Write `settings_reference()` between the markers of the page at `path` (from the repository's root)."
     path = Path(path)
     text = path.read_text()
-    old = reference_in(text)
-    path.write_text(text.replace(REFERENCE_START + old + REFERENCE_END, REFERENCE_START + settings_reference() + REFERENCE_END))
+    reference_in(text)  # the markers are there, once each
+    head, rest = text.split(REFERENCE_START)
+    tail = rest.split(REFERENCE_END)[1]
+    path.write_text(f"{head}{REFERENCE_START}\n{settings_reference()}\n{REFERENCE_END}{tail}")
     return path
