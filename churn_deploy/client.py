@@ -16,8 +16,8 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fastcore.script import call_parse
 
+from .cli import command
 from .config import PORT, get_settings
 from .data import FEATURES, ID, SAMPLE_CUSTOMER, TARGET, clean_row
 from .sheets import safe_cell
@@ -203,7 +203,7 @@ def send_csv(url: str, # Base URL of the service
     return stats
 
 # %% ../nbs/04a_client.ipynb #bd74490b
-@call_parse
+@command
 def churn_client(url: str = f"http://127.0.0.1:{PORT}", # Base URL of the service
                  customer: str = None, # JSON file with one customer (default: the workshop's sample)
                  api_key: str = None, # X-API-Key to send (default: CHURN_API_KEY)

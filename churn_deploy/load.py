@@ -18,8 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastcore.script import call_parse
 
+from .cli import command
 from .config import PORT, get_settings
 from .data import CATEGORICAL, InternetAddon, NUMERIC_RANGES, NUMERICAL
 
@@ -302,7 +302,7 @@ def _check_options(rate, duration, batch_share, batch_size, slo_p99_ms, slo_erro
     for ok, msg in checks:
         if not ok: raise LoadError(msg)
 
-@call_parse
+@command
 def churn_load(url: str = f"http://127.0.0.1:{PORT}", # Base URL of the service, e.g. https://<app>.fly.dev
                api_key: str = None, # X-API-Key to send (default: CHURN_API_KEY)
                rate: float = None, # Requests a second, sent on a fixed schedule (required)

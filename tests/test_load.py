@@ -14,9 +14,15 @@ KEY = "load-key-0123456789abcdef"  # CHURN_API_KEY of the key server
 MODEL_VERSION = __import__("json").loads((ROOT / "model" / "model.json").read_text())["version"]
 
 
+# The latency objective of every run here is out of reach of any machine's noise (60 s) unless a test sets its own:
+# these runs check answers, counts and exit codes; the benchmark measures speed, the notebook the SLO logic.
+RELAXED = ("--slo_p99_ms", "60000")
+
+
 def load(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    "Run `churn_load ARGS` as a process."
-    return subprocess.run([script("churn_load"), *args], capture_output=True, text=True, timeout=timeout)
+    "Run `churn_load ARGS` as a process, with the relaxed latency objective unless ARGS set one."
+    relaxed = () if "--slo_p99_ms" in args else RELAXED
+    return subprocess.run([script("churn_load"), *args, *relaxed], capture_output=True, text=True, timeout=timeout)
 
 
 def row(out: str, route: str) -> list[str]:
@@ -44,10 +50,7 @@ def total(samples, name: str, **labels) -> float:
 def test_short_run_meets_the_objective_and_the_service_saw_it(server):
     with httpx.Client(base_url=server) as c:
         before = metric_samples(c, "churn_http_requests"), metric_samples(c, "churn_predictions")
-        # the objective's latency is out of reach of any machine's noise: this run checks the shape (answers, counts,
-        # exit code), not the speed; the benchmark measures the speed, and the notebook the SLO logic on fixed latencies
-        r = load("--url", server, "--rate", "40", "--duration", "2", "--batch_share", "0.25", "--batch_size", "20",
-                 "--slo_p99_ms", "60000")
+        r = load("--url", server, "--rate", "40", "--duration", "2", "--batch_share", "0.25", "--batch_size", "20")
         after = metric_samples(c, "churn_http_requests"), metric_samples(c, "churn_predictions")
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
@@ -129,10 +132,17 @@ def test_profile_from_a_model_directory(server):
 def test_a_service_that_dies_mid_run(tmp_path):
     "The service is killed during the run: the failures are counted by exception, the objective missed, no traceback."
     with running_server(tmp_path) as (url, proc, _log):
-        killer = threading.Timer(1.0, lambda: proc.send_signal(signal.SIGKILL))
+        stop = threading.Event()
+        def kill_once_some_are_answered():  # by the service's own count, not a clock: a slow start must not matter
+            with httpx.Client(base_url=url) as c:
+                while not stop.is_set():
+                    if total(metric_samples(c, "churn_predictions"), "churn_predictions_total") >= 10:
+                        return proc.send_signal(signal.SIGKILL)
+                    time.sleep(0.05)
+        killer = threading.Thread(target=kill_once_some_are_answered)
         killer.start()
         try: r = load("--url", url, "--rate", "30", "--duration", "2.5", "--timeout", "2")
-        finally: killer.cancel()
+        finally: stop.set(); killer.join()
     assert_one_line_error(r, 3, "churn_load: SLO missed: errors ")
     assert re.search(r"errors: \d+ \([\d.]+%\): (\w+Error x\d+)", r.stdout), r.stdout
     everything = row(r.stdout, "all")

@@ -384,7 +384,7 @@ def test_no_secret_is_written_in_any_platform_file():
 
 # ---------------------------------------------------------------- the README's sections
 
-README = (ROOT / "README.md").read_text()
+README = (ROOT / "docs" / "deploy.md").read_text()
 
 
 def section(title: str) -> str:
@@ -421,7 +421,7 @@ def test_readme_cost_table_is_what_cost_py_prints():
     finally: sys.path.remove(str(DEPLOY))
     sec = section("Cost")
     block = sec.split("<!-- cost:start -->\n")[1].split("<!-- cost:end -->")[0]
-    assert block.strip() == cost.table().strip(), "run `uv run python deploy/cost.py` and paste its output into the README"
+    assert block.strip() == cost.table().strip(), "run `uv run python deploy/cost.py` and run `uv run python deploy/cost.py --write`"
     # the prose after the table quotes the same model
     assert f"(${cost.aws_lambda(1):.2f}), then Cloud Run (${cost.cloud_run(1):.2f}), then Fly (${cost.fly(1):.2f})" in sec
     assert f"(${cost.fly(100):.2f} against ${cost.aws_lambda(100):.0f} and ${cost.cloud_run(100):.0f})" in sec

@@ -149,7 +149,7 @@ def test_training_facts_match_the_code_and_model():
 
 @pytest.mark.parametrize("deselect", [False, True], ids=["all", "-m not data"])
 def test_without_the_data_the_run_fails_in_one_line(tmp_path, deselect):
-    "No data and no network: data-bound tests skip with one line each, and the run fails saying why (or passes without them)."
+    "No data and no network: the run stops before its first test with one line saying why (or passes without the data tests)."
     ids = ["tests/test_readme.py::test_quick_start_says_where_the_server_listens",
            "tests/test_train_cli.py::test_retraining_reproduces_committed_model"]
     env = {**os.environ, "CHURN_DATA": str(tmp_path / "missing.csv"), "HOME": str(tmp_path),
@@ -161,9 +161,9 @@ def test_without_the_data_the_run_fails_in_one_line(tmp_path, deselect):
     if deselect:
         assert r.returncode == 0 and "1 passed, 1 deselected" in r.stdout, r.stdout
         return
-    assert r.returncode == 1 and "1 passed, 1 skipped" in r.stdout, r.stdout
-    (line,) = [l for l in r.stdout.splitlines() if l.startswith("FAILED: ")]
-    assert "1 test(s) skipped for want of the Telco churn CSV" in line and str(tmp_path / "missing.csv") in line, line
+    assert r.returncode == 4 and "passed" not in r.stdout, r.stdout
+    line = next(l for l in (r.stdout + r.stderr).splitlines() if "need the Telco churn CSV" in l)
+    assert str(tmp_path / "missing.csv") in line and "-m 'not data'" in line, line
     assert "set CHURN_DATA=" in line and str(tmp_path / ".cache" / "churn-deploy") in line, line
 
 

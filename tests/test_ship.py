@@ -323,7 +323,7 @@ def test_hpa_scales_the_deployment(k8s):
 # ---------------------------------------------------------------- README
 
 def test_readme_deploy_section():
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "deploy.md").read_text()
     assert text.count("<!-- deploy:start -->") == 1 and text.count("<!-- deploy:end -->") == 1
     section = text.split("<!-- deploy:start -->")[1].split("<!-- deploy:end -->")[0]
     for needed in ("docker build", "docker run", "fly launch", "fly deploy", "fly secrets set CHURN_API_KEY=",
