@@ -2,6 +2,9 @@
 headless browser (Playwright driving Debian's chromium) against a live server, with and without an API key.
 
 The server is a real `churn_serve`: `create_app` adds the desk's routes and opens the page's exact paths without a key.
+Before them, fast checks without a server: the page's files (`churn_deploy/assets/`) parse and ship in the wheel,
+the desk imports no later module, and second, independent checks of two properties the notebooks also check:
+the add-on rule (`06a_offers`) and the plan's optimality (`06b_campaign`).
 """
 import csv, io, json, os, shutil, subprocess, sys
 from contextlib import contextmanager
@@ -24,14 +27,174 @@ KEY = "desk-key-5f0c2a9e81b4d7c3"  # matches conftest's SECRETS pattern: the log
 # ---------------------------------------------------------------- the serving side imports no training library
 
 def test_desk_imports_with_the_serve_set_only():
-    "serve imports desk: with numpy, pandas and scikit-learn unimportable, the module and the what-if engine work."
+    "serve imports desk and offers: with numpy, pandas and scikit-learn unimportable, they and the what-if engine work."
     code = ("import sys; sys.modules.update(numpy=None, pandas=None, sklearn=None, pyarrow=None)\n"
-            "import churn_deploy.desk as d, churn_deploy.serve\n"
+            "import churn_deploy.offers as o, churn_deploy.desk, churn_deploy.serve\n"
             "from churn_deploy.predict import load_model\n"
             "from churn_deploy.data import SAMPLE_CUSTOMER\n"
-            "print(len(d.whatif(load_model('model'), SAMPLE_CUSTOMER)['offers']))")
+            "print(len(o.whatif(load_model('model'), SAMPLE_CUSTOMER)['offers']))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and int(r.stdout) > 5, r.stderr[-2000:]
+
+
+def test_desk_imports_no_later_module():
+    "The desk's router comes before the app: importing it loads neither serve nor the campaign planner (nor anything they pull in)."
+    code = ("import sys, churn_deploy.desk\n"
+            "print(sorted(m for m in sys.modules if m in ('churn_deploy.serve', 'churn_deploy.run', 'churn_deploy.campaign', "
+            "'churn_deploy.score', 'churn_deploy.monitor', 'numpy', 'pandas')))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-2000:])
+
+
+# ---------------------------------------------------------------- the page's files, checked without a server
+
+ASSETS = ROOT / "churn_deploy" / "assets"
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+def js_syntax_error(source: str) -> str | None:
+    "esprima's message for the first syntax error in a script, or None when it parses."
+    import esprima
+    try: esprima.parseScript(source)
+    except esprima.Error as e: return str(e)
+    return None
+
+
+def html_problems(text: str) -> list[str]:
+    "Why `text` is not well-formed HTML: an end tag that closes another element, an element never closed, an id used twice, a label for no field."
+    from html.parser import HTMLParser
+    problems, stack, ids, fors = [], [], [], []
+    class Checker(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if len(a) != len(attrs): problems.append(f"line {self.getpos()[0]}: <{tag}> repeats an attribute")
+            if "id" in a: ids.append(a["id"])
+            if tag == "label" and "for" in a: fors.append(a["for"])
+            if tag not in VOID: stack.append((tag, self.getpos()[0]))
+        def handle_startendtag(self, tag, attrs):
+            if tag not in VOID: problems.append(f"line {self.getpos()[0]}: <{tag}/> is not a void element")
+        def handle_endtag(self, tag):
+            line = self.getpos()[0]
+            if tag in VOID: problems.append(f"line {line}: </{tag}> ends a void element")
+            elif not stack or stack[-1][0] != tag: problems.append(f"line {line}: </{tag}> closes <{stack[-1][0] if stack else 'nothing'}>")
+            else: stack.pop()
+    checker = Checker(convert_charrefs=True)
+    checker.feed(text)
+    checker.close()
+    problems += [f"line {line}: <{tag}> is never closed" for tag, line in stack if tag not in ("html", "head", "body")]
+    problems += [f"id {i!r} is used twice" for i in sorted({i for i in ids if ids.count(i) > 1})]
+    problems += [f"<label for={f!r}> names no element" for f in fors if f not in ids]
+    return problems
+
+
+def test_desk_script_parses():
+    "The page's script is a file of the package that a JavaScript parser accepts, and it is what the app serves."
+    from churn_deploy.desk import DESK_JS
+    source = (ASSETS / "desk.js").read_text()
+    assert source == DESK_JS and "innerHTML" not in source and "eval(" not in source
+    assert js_syntax_error(source) is None, js_syntax_error(source)
+    # the check can fail: one bracket fewer, or one word wrong, is a syntax error
+    assert js_syntax_error(source.replace("});", "}", 1)) is not None
+    assert js_syntax_error(source.replace("const pct =", "const pct pct =", 1)).startswith("Line ")
+
+
+def test_desk_page_is_well_formed():
+    "The page as served (the template with the form filled in) and the template itself are well-formed HTML."
+    from churn_deploy.desk import render_page
+    page, template = render_page(), (ASSETS / "desk.html").read_text()
+    assert page.startswith("<!doctype html>") and page.count("<select") == len(DOMAINS) + 1 and page.count("<form") == 1
+    assert html_problems(page) == [] and html_problems(template) == []
+    # the check can fail: a lost end tag, a stray one, a repeated id
+    assert any("closes" in p or "never closed" in p for p in html_problems(page.replace("</fieldset>", "", 1)))
+    assert any("closes <" in p for p in html_problems(page.replace("</main>", "</div></main>", 1)))
+    assert html_problems(page.replace('id="e-changes"', 'id="e-tenure"')) == ["id 'e-tenure' is used twice"]
+
+
+def test_desk_router_serves_the_files():
+    "The router alone serves the files' own bytes at PAGE_PATHS, the page with its Content-Security-Policy, and /whatif."
+    import warnings
+    warnings.filterwarnings("ignore", message=".*httpx2.*")
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from churn_deploy.desk import PAGE_PATHS, render_page, router
+    from churn_deploy.registry import load_served
+    app = FastAPI()
+    app.include_router(router)
+    app.state.served = load_served(ROOT / "model")
+    app.state.model = app.state.served.champion
+    with TestClient(app) as client:
+        page = client.get("/")
+        assert page.content == render_page().encode()
+        assert "script-src 'self'" in page.headers["content-security-policy"] and page.headers["x-frame-options"] == "DENY"
+        for name in ("desk.js", "desk.css"):
+            r = client.get(f"/desk/{name}")
+            assert f"/desk/{name}" in PAGE_PATHS and r.content == (ASSETS / name).read_bytes(), name
+        r = client.post("/whatif", json={"customer": SAMPLE_CUSTOMER})
+        assert r.status_code == 200 and r.headers["x-model-role"] == "champion" and r.json()["offers"]
+
+
+def test_desk_files_are_in_the_wheel(tmp_path):
+    "The built wheel carries the page's files beside the code (uv_build ships the package directory whole)."
+    import zipfile
+    uv = shutil.which("uv")
+    if uv is None: pytest.skip("needs uv to build the wheel")
+    r = subprocess.run([uv, "build", "--wheel", "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in ("desk.html", "desk.js", "desk.css"):
+        assert f"churn_deploy/assets/{name}" in names, name
+        assert zipfile.ZipFile(wheel).read(f"churn_deploy/assets/{name}") == (ASSETS / name).read_bytes(), name
+
+
+# ---------------------------------------------------------------- second checks of the notebooks' properties
+
+def test_addons_only_with_internet(model_dir):
+    """The add-on rule, checked apart from 06a_offers (which checks it on the held-out customers): on random customers
+    over every value domain, consistent or not, an add-on is offered exactly when the customer has internet, lacks
+    it, and the request allows it; never in the best pair otherwise."""
+    import random
+    from churn_deploy.offers import ADDONS, OFFER_KINDS, whatif
+    from churn_deploy.predict import load_model
+    model, rng = load_model(model_dir), random.Random(17)
+    offline_lacking = offered_any = 0
+    for _ in range(3000):
+        c = {f: rng.choice(DOMAINS[f]) for f in DOMAINS}
+        c.update(tenure=rng.randint(0, 72), monthlycharges=round(rng.uniform(18, 120), 2), totalcharges=round(rng.uniform(0, 8000), 2))
+        kinds = rng.sample(OFFER_KINDS, rng.randint(1, len(OFFER_KINDS)))
+        answer = whatif(model, c, kinds)
+        offered = {o["kind"] for o in answer["offers"]} & set(ADDONS)
+        expected = {f for f in ADDONS if f in kinds and c["internetservice"] != "no" and c[f] == "no"}
+        assert offered == expected, (c, kinds, offered)
+        pair = set(answer["best_pair"]["set"]) if answer["best_pair"] else set()
+        assert pair & set(ADDONS) <= expected, (c, answer["best_pair"])
+        offline_lacking += c["internetservice"] == "no" and any(c[f] == "no" for f in ADDONS if f in kinds)
+        offered_any += bool(offered)
+    assert offline_lacking > 300 and offered_any > 300, (offline_lacking, offered_any)  # both sides of the rule were tried
+
+
+def test_plan_is_the_best_subset_by_brute_force():
+    """The plan's optimality, checked apart from 06b_campaign (its own problems, its own brute force): on small random
+    problems, the planner's set fits the budget, is listed best first, and no subset that fits gains more."""
+    import math, random
+    from itertools import combinations
+    from churn_deploy.campaign import best_targets
+    rng = random.Random(2024)
+    for trial in range(800):
+        n = rng.randint(0, 10)
+        scale = rng.choice([1, 10, 100])  # gains of a few cents make near-ties, which a sloppy comparison gets wrong
+        gains = [rng.randint(-20 * scale, 50 * scale) / 100 for _ in range(n)]
+        if trial % 3 == 0: costs = [3.0] * n  # one contact cost
+        elif trial % 3 == 1: costs = [rng.randint(0, 900) / 100 for _ in range(n)]  # any cents, zero among them
+        else: costs = [rng.choice([1.25, 2.5, 10.0, 12.75]) for _ in range(n)]
+        budget = rng.randint(0, round(sum(costs) * 100) + 100) / 100
+        cents, cap = [round(c * 100) for c in costs], math.floor(budget * 100 + 1e-6)
+        got = best_targets(gains, costs, budget)
+        assert len(set(got)) == len(got) and sum(cents[i] for i in got) <= cap, (gains, costs, budget, got)
+        assert got == sorted(got, key=lambda i: (-gains[i], i)), got
+        best = max(sum(gains[i] for i in s) for k in range(n + 1) for s in combinations(range(n), k)
+                   if sum(cents[i] for i in s) <= cap)
+        assert sum(gains[i] for i in got) == pytest.approx(best, abs=1e-9), (gains, costs, budget, got)
 
 
 # ---------------------------------------------------------------- churn_campaign
@@ -85,7 +248,7 @@ def test_campaign_on_the_real_file(tmp_path, data_csv, model_dir):
     from churn_deploy.predict import load_pipeline
     pipeline = load_pipeline(model_dir)
     df = load_churn_data(data_csv).set_index("customerid")
-    from churn_deploy.desk import whatif
+    from churn_deploy.offers import whatif
     from churn_deploy.predict import load_model
     model = load_model(model_dir)
     for t in targets[::37]:
@@ -364,7 +527,7 @@ def test_page_with_an_api_key(browser, tmp_path):
 def test_readme_whatif_example(model_dir):
     "The /whatif answer the README shows is the engine's answer to the request it shows (numbers to 1e-12)."
     import re, shlex
-    from churn_deploy.desk import whatif
+    from churn_deploy.offers import whatif
     from churn_deploy.predict import load_model
     from test_readme import blocks, section
     text = section("The retention desk")
@@ -414,7 +577,7 @@ def test_readme_profit_figures(data_csv, model_dir):
     "The held-out figures in the README's table, recomputed."
     import re
     from churn_deploy.data import load_churn_data
-    from churn_deploy.desk import CONTACT_COST, HORIZON_MONTHS, campaign_table, strategy_totals, strategy_weights
+    from churn_deploy.campaign import CONTACT_COST, HORIZON_MONTHS, campaign_table, strategy_totals, strategy_weights
     from churn_deploy.predict import load_model
     from churn_deploy.train import split_data, to_records
     from test_readme import section
