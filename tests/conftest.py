@@ -131,3 +131,128 @@ def no_secrets_in_server_logs(tmp_path_factory):
             for m in (secrets_re.finditer(line) if record else re.finditer(f"{secrets_re.pattern}|{values_re.pattern}", line)):
                 leaks.append((str(p.relative_to(base)), m.group(0)))
     assert not leaks, f"secrets or customer values in {len(files)} server logs: {leaks[:10]}"
+
+
+# ---------------------------------------------------------------- a real server, and what it answers
+# Shared by every test that starts `churn_serve`: its environment, start, readiness and stop, the one error shape,
+# the metrics, raw bytes on a socket, and a CLI's one-line error.
+import os, signal, subprocess, time
+from contextlib import contextmanager
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def server_env(**overrides: str) -> dict:
+    "This environment without any CHURN_* variable, plus `overrides`."
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    return {**env, **overrides}
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30.0):
+    "Poll `url`/health until it answers 200; fail at once if the process dies."
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"churn_serve exited with {proc.returncode} before serving:\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200: return
+        except httpx.TransportError: pass
+        time.sleep(0.2)
+    pytest.fail(f"churn_serve did not answer /health within {timeout:.0f} s:\n{log.read_text()}")
+
+
+def stop(proc: subprocess.Popen) -> int:
+    "SIGTERM the server's whole process group, as a container runtime does; SIGKILL if it hangs."
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try: proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
+def wait_startups(log: Path, n: int, timeout: float = 60):
+    "Wait until `n` worker startups are logged (a supervisor's workers, or a replaced one); fail with the log if not."
+    deadline = time.monotonic() + timeout
+    while log.read_text().count("Application startup complete") < n and time.monotonic() < deadline: time.sleep(0.1)
+    assert log.read_text().count("Application startup complete") >= n, log.read_text()[-3000:]
+
+
+@contextmanager
+def running_server(log_dir: Path, *args: str, model: Path | None = ROOT / "model", startup: float = 30.0, cwd: Path | None = None,
+                   **env: str):
+    "Start `churn_serve [--model MODEL] --host 127.0.0.1 --port FREE ARGS` in `cwd` with CHURN_* `env`; yield (base URL, process, log)."
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / "stderr.log"
+    model_args = ["--model", str(model)] if model is not None else []
+    with open(log_dir / "stdout.log", "wb") as out, open(log, "wb") as err:
+        proc = subprocess.Popen([script("churn_serve"), *model_args, "--host", "127.0.0.1", "--port", str(port), *args],
+                                stdout=out, stderr=err, env=server_env(**env), start_new_session=True, cwd=cwd)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, proc, log, startup)
+        yield url, proc, log
+    finally:
+        stop(proc)
+
+
+def assert_error(r: httpx.Response, status: int, field: str | None = None, *, in_message: str | None = None) -> dict:
+    "`r` is the service's one error shape with `status`; its message names `field` and so does its first field error."
+    assert r.status_code == status, f"expected {status}, got {r.status_code}: {r.text}"
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    body = r.json()
+    assert set(body) == {"error"}, body
+    err = body["error"]
+    assert set(err) == {"status", "message", "request_id", "fields", "more_fields"}, err
+    assert err["status"] == status and isinstance(err["message"], str) and err["message"], err
+    assert err["request_id"] == r.headers["x-request-id"], (err, r.headers)
+    assert isinstance(err["more_fields"], int) and len(r.content) <= 64 * 1024, len(r.content)
+    assert isinstance(err["fields"], list), err
+    for f in err["fields"]:
+        assert set(f) == {"field", "message", "type"} and all(isinstance(v, str) and v for v in f.values()), f
+    if field is not None:
+        assert err["message"].startswith(f"{field}: "), f"message does not name {field!r}: {err['message']!r}"
+        assert err["fields"] and err["fields"][0]["field"] == field, err["fields"]
+    if in_message is not None: assert in_message in err["message"], err["message"]
+    return err
+
+
+def metric_samples(client: httpx.Client, name: str) -> list:
+    "Samples of the metric family `name`, parsed from GET /metrics."
+    r = client.get("/metrics")
+    assert r.status_code == 200, r.text
+    return [s for fam in text_string_to_metric_families(r.text) if fam.name == name for s in fam.samples]
+
+
+def sample_value(samples, name: str, **labels) -> float:
+    found = [s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    return found[0] if found else 0.0
+
+
+def raw(port: int, data: bytes, wait: float = 10.0) -> bytes:
+    "Send raw bytes on a new connection; return what the server sends until it closes or `wait` passes."
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536): out += chunk
+        except (socket.timeout, ConnectionResetError): pass
+        return out
+
+
+def run(*cmd: str, timeout: float = 120, cwd=ROOT, **env: str) -> subprocess.CompletedProcess:
+    "Run `cmd` to its end with this environment minus CHURN_* variables, plus `env`."
+    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, env=server_env(**env), cwd=cwd)
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, prefix: str, *needles: str) -> str:
+    "Non-zero exit; stderr is exactly one line starting with `prefix` and holding `needles`."
+    assert r.returncode != 0, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(prefix), r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles: assert n in lines[0], (n, lines[0])
+    return lines[0]

@@ -11,8 +11,7 @@ from churn_deploy.config import META_FILE
 from churn_deploy.data import SAMPLE_CUSTOMER, canonical_sha256
 from churn_deploy.registry import (REGISTRY_FILE, add_version, init_registry, promote, read_registry, rollback, route,
                                    set_challenger, version_dir)
-from conftest import ROOT
-from test_server import metric_samples, running_server, sample_value, wait_startups
+from conftest import ROOT, metric_samples, running_server, sample_value, wait_startups
 
 POLL = "0.5"  # CHURN_REGISTRY_POLL for these servers
 

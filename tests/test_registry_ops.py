@@ -1,6 +1,6 @@
 """`churn_models` as operators really run it: as root against a service's registry, with hostile version names,
 two commands at once, an oversized registry.json, and decisions that change a version's role."""
-import json, os, shutil, stat, subprocess, sys, tempfile, textwrap
+import hashlib, json, os, shutil, stat, subprocess, sys, tempfile, textwrap
 from pathlib import Path
 
 import pytest
@@ -9,8 +9,7 @@ from churn_deploy.config import META_FILE
 from churn_deploy.data import canonical_sha256
 from churn_deploy.registry import (LOCK_FILE, REGISTRY_FILE, _relabelled, add_version, init_registry, load_served, read_registry,
                                    reject, set_challenger, version_dir)
-from conftest import ROOT, script
-from test_cli import assert_one_line_error, run
+from conftest import ROOT, assert_one_line_error, run, script
 
 SERVICE_UID = 65534  # nobody: the service's own user in these tests
 
@@ -251,3 +250,39 @@ def test_promote_twice_then_rollback_follows_the_previous_chain(tmp_path):
     assert (reg.champion, reg.previous) == (second, third)
     assert models(root, "rollback").returncode == 0
     assert (read_registry(root).champion, read_registry(root).previous) == (third, second)
+
+
+def test_canary_assignment_is_sticky_per_caller_and_follows_the_salt(tmp_path):
+    """A second check of the canary salt, apart from 02a_registry's: a caller gets the challenger exactly when sha256(salt:caller)
+    falls under the fraction (recomputed here, not by canary_share), on every load and every request; a new salt reshuffles."""
+    from fastapi.testclient import TestClient
+    from churn_deploy.config import Settings
+    from churn_deploy.data import SAMPLE_CUSTOMER
+    from churn_deploy.registry import write_registry
+    from churn_deploy.serve import create_app
+
+    root, (first, second, _) = make_registry(tmp_path)
+    set_challenger(root, second, "canary", 0.5)
+    ids = [f"cust-{i}" for i in range(400)]
+
+    def expected(salt: str) -> list[str]:
+        below = lambda caller: int.from_bytes(hashlib.sha256(f"{salt}:{caller}".encode()).digest()[:8], "big") < 0.5 * 2**64
+        return ["challenger" if below(f"customer:{i}") else "champion" for i in ids]
+
+    def roles() -> list[str]:
+        served = load_served(root)
+        return [served.pick(f"customer:{i}")[1] for i in ids]
+
+    salt = read_registry(root).routing.salt
+    assert roles() == expected(salt) == roles()
+    assert 150 < expected(salt).count("challenger") < 250
+    with TestClient(create_app(Settings(model_dir=root))) as client:  # the service asks the same question per X-Customer-Id
+        for i, role in list(zip(ids, expected(salt)))[:40] * 2:
+            r = client.post("/predict", json=SAMPLE_CUSTOMER, headers={"X-Customer-Id": i})
+            assert (r.status_code, r.headers["x-model-role"]) == (200, role), (i, r.text)
+            assert r.json()["model_version"] == (second if role == "challenger" else first)
+    reg = read_registry(root)
+    write_registry(root, reg.model_copy(update={"routing": reg.routing.model_copy(update={"salt": "another-salt"})}))
+    reshuffled = roles()
+    assert reshuffled == expected("another-salt") != expected(salt)
+    assert 150 < reshuffled.count("challenger") < 250
