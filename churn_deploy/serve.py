@@ -21,9 +21,8 @@ from starlette.middleware.cors import CORSMiddleware
 
 from .api import (BatchPrediction, Customer, ErrorResponse, Explanation, Prediction, add_error_handlers, add_key_scheme,
                               add_schemas, batch_models, guard_doc_pages)
-from .caller import pick
 from .config import Settings, api_key_table, get_settings
-from .desk import PAGE_PATHS, add_desk_routes
+from .desk import PAGE_PATHS, desk_router, document_desk
 from .logs import log
 from .middleware import (OPEN_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, ClientAddress, EdgeMiddleware,
                                      RateLimiter, RateLimitMiddleware, ServiceMetrics)
@@ -90,8 +89,6 @@ async def _watch_registry(app: FastAPI, root, file, every: float, metrics: Servi
         log.info("registry changed (pid %d)%s: champion %s, challenger %s, routing %s", os.getpid(),
                  f": {root} became a registry, followed from now on" if became else "", served.champion.version, ch,
                  served.routing.mode)
-
-_pick = pick  # moved to caller.pick; kept until desk imports it from there
 
 # %% ../nbs/03c_serve.ipynb #6321d6cb
 @asynccontextmanager
@@ -162,7 +159,8 @@ def create_app(settings: Settings | None = None, follow: Path | None = None) -> 
     app.router.routes.insert(0, app.router.routes.pop())  # matched in order: the hot routes first, before the docs pages
     app.include_router(probes_router())  # GET /health, /ready, /model
     app.include_router(metrics_router())  # GET /metrics
-    add_desk_routes(app, FastRoute)  # the retention desk (06_desk): POST /whatif, the page at / and its assets
+    app.include_router(desk_router(FastRoute))  # the retention desk (06_desk): POST /whatif, the page at / and its assets
+    document_desk(app)
     # the edge, the one error shape, and the docs
     _add_edge(app, s, keys)
     add_error_handlers(app)
