@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from conftest import ROOT, free_port
-from churn_deploy.config import key_hash
+from churn_deploy.api import CUSTOMER_BODY_LIMIT
+from churn_deploy.config import Settings, key_hash
 from churn_deploy.data import SAMPLE_CUSTOMER
 from test_server import assert_error, metric_samples, running_server, sample_value
 from test_server_startup import assert_one_line_error, serve
@@ -96,6 +97,19 @@ def test_cors_preflight_and_disallowed_origin(full):
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
 
 
+@pytest.mark.parametrize("origin", ["https://desk.example.com.evil.example", "https://xdesk.example.com", "http://desk.example.com",
+                                    "https://desk.example.com:8443", "https://DESK.example.com/", "https://desk.example.co"])
+def test_cors_origins_matched_exactly(full, origin):
+    "Near misses of the one allowed origin (a suffix, a prefix, another scheme or port) get no CORS grant, preflight or not."
+    url = full[0]
+    pre = httpx.options(url + "/predict", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}, timeout=30)
+    assert "access-control-allow-origin" not in pre.headers, (origin, pre.headers)
+    r = httpx.post(url + "/predict", json=SAMPLE_CUSTOMER, headers={"Origin": origin, "X-API-Key": CRM}, timeout=30)
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers, (origin, r.headers)
+    ok = httpx.post(url + "/predict", json=SAMPLE_CUSTOMER, headers={"Origin": "https://desk.example.com", "X-API-Key": CRM}, timeout=30)
+    assert ok.headers["access-control-allow-origin"] == "https://desk.example.com"  # the exact origin is granted
+
+
 def test_response_headers_and_no_host_redirect(full):
     url = full[0]
     r = httpx.post(url + "/predict", json=SAMPLE_CUSTOMER, headers={"X-API-Key": CRM}, timeout=30)
@@ -135,6 +149,20 @@ def test_rate_limit_headers_and_batch_cost(tmp_path):
             assert limited >= 1
 
 
+@pytest.mark.parametrize("rows", [8, 160], ids=["small body, event loop", "over 64 KiB, worker thread"])
+def test_batch_costs_its_rows_on_both_paths(tmp_path, rows):
+    "A batch is charged its row count whether its body is read on the event loop or, over 64 KiB, checked in a worker thread."
+    customer = SAMPLE_CUSTOMER
+    batch = {"customers": [customer] * rows}
+    assert (len(json.dumps(batch)) > CUSTOMER_BODY_LIMIT) is (rows > 100), len(json.dumps(batch))
+    with running_server(tmp_path, CHURN_API_KEYS=KEYS, CHURN_RATE_LIMIT=f"{rows + 2}/minute") as (url, _, _):
+        with httpx.Client(base_url=url, timeout=30) as c:
+            assert c.post("/predict/batch", json=batch, headers={"X-API-Key": CRM}).status_code == 200  # spends `rows`
+            r = c.post("/predict/batch", json={"customers": [customer] * 3}, headers={"X-API-Key": CRM})
+            assert_error(r, 429)  # rows + 3 > rows + 2: the first batch was charged every row
+            assert c.post("/predict/batch", json={"customers": [customer] * 3}, headers={"X-API-Key": WEB}).status_code == 200
+
+
 def metric_samples_with_key(c: httpx.Client):
     from prometheus_client.parser import text_string_to_metric_families
     text = c.get("/metrics", headers={"X-API-Key": CRM}).text
@@ -151,10 +179,17 @@ def test_blank_api_key_refused_at_start(env):
     assert ("api_keys" if "CHURN_API_KEYS" in env else "api_key") in line, line
 
 
-@pytest.mark.parametrize("trusted, forged_counts", [("none", False), ("k8s", True)])
+def test_trusted_proxy_defaults_to_none(monkeypatch):
+    "Out of the box no proxy is believed: the default is `none`, whatever the platform."
+    monkeypatch.delenv("CHURN_TRUSTED_PROXY", raising=False)
+    assert Settings.model_fields["trusted_proxy"].default == "none" and Settings().trusted_proxy == "none"
+
+
+@pytest.mark.parametrize("trusted, forged_counts", [("none", False), (None, False), ("k8s", True)], ids=["none", "unset", "k8s"])
 def test_forged_forwarded_for_changes_nothing_unless_trusted(tmp_path, trusted, forged_counts):
-    "With CHURN_TRUSTED_PROXY=none a forged X-Forwarded-For is ignored; trusting the peer's network makes it count (so the test can fail)."
-    with running_server(tmp_path, CHURN_RATE_LIMIT="5/minute", CHURN_TRUSTED_PROXY=trusted) as (url, _, _):
+    "With CHURN_TRUSTED_PROXY=none or unset a forged X-Forwarded-For is ignored; trusting the peer's network makes it count (so the test can fail)."
+    env = {} if trusted is None else {"CHURN_TRUSTED_PROXY": trusted}
+    with running_server(tmp_path, CHURN_RATE_LIMIT="5/minute", **env) as (url, _, _):
         with httpx.Client(base_url=url, timeout=30) as c:
             statuses = [c.post("/predict", json=SAMPLE_CUSTOMER, headers={"X-Forwarded-For": f"203.0.113.{i}",
                                                                            "Fly-Client-IP": f"198.51.100.{i}"}).status_code
