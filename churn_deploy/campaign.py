@@ -22,7 +22,7 @@ from .score import check_unique_ids, scoring_model
 from .sheets import write_safe_csv
 
 # %% auto #0
-__all__ = ['MAX_PLAN_CELLS', 'SAVE_RATE', 'CONTACT_COST', 'HORIZON_MONTHS', 'BUDGET', 'VALUE_MODELS', 'best_targets',
+__all__ = ['MAX_PLAN_CELLS', 'VALUE_MODELS', 'SAVE_RATE', 'CONTACT_COST', 'HORIZON_MONTHS', 'BUDGET', 'best_targets',
            'best_offers', 'campaign_table', 'strategy_weights', 'strategy_totals', 'read_campaign_input',
            'plan_campaign', 'campaign_report', 'churn_campaign']
 
@@ -63,10 +63,10 @@ def best_targets(gains, # Each customer's expected net value if contacted
     chosen = np.concatenate([free, picked]).astype(int)
     return sorted(chosen.tolist(), key=lambda i: (-gains[i], i))
 
-# %% ../nbs/06b_campaign.ipynb #57236453
-SAVE_RATE, CONTACT_COST, HORIZON_MONTHS, BUDGET = 0.3, 5.0, 12.0, 1000.0
+# %% ../nbs/06b_campaign.ipynb #5745a94e
 VALUE_MODELS: tuple[str, ...] = ("issue", "offer")
-"How a call is valued: `issue`, p × save_rate × value − cost (the default); `offer`, save_rate × (p − p′ − discount) × value − cost." 
+"How a call is valued: `issue`, p × save_rate × value − cost (the default); `offer`, save_rate × (p − p′ − discount) × value − cost."
+SAVE_RATE, CONTACT_COST, HORIZON_MONTHS, BUDGET = 0.3, 5.0, 12.0, 1000.0  # the defaults of churn_campaign's flags
 
 # %% ../nbs/06b_campaign.ipynb #31481bfa
 def best_offers(model: ChurnModel,

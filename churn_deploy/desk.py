@@ -98,7 +98,7 @@ def document_desk(app: FastAPI, # An app that includes `router`
     "Add the desk's schemas (`WhatIfRequest`, `WhatIf` and what they use) to the app's OpenAPI document when it is first built."
     return add_schemas(app, [WhatIfRequest, WhatIf])
 
-# %% ../nbs/06_desk.ipynb #0138fedb
+# %% ../nbs/06_desk.ipynb #b14ef4a3
 PAGE_PATHS: tuple[str, ...] = ("/", "/desk/desk.css", "/desk/desk.js")
 "The page and its assets: served without an API key or rate limit (exact paths, not prefixes)."
 
@@ -113,10 +113,9 @@ _FIELD_NAMES = {"seniorcitizen": "Senior citizen", "phoneservice": "Phone servic
                 "tenure": "Tenure (months)", "monthlycharges": "Monthly charge ($)", "totalcharges": "Total charges ($)"}
 _KIND_NAMES = {"contract": "Longer contract", "paymentmethod": "Automatic payment", "paperlessbilling": "Paperless billing",
                **{f: ADDON_NAMES[f].capitalize() for f in ADDONS}, "discount": "Discount"}
-DISCOUNT_CHOICES: tuple[float, ...] = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50)
-"The bounds on a discount the page offers." 
+DISCOUNT_CHOICES: tuple[float, ...] = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50)  # the bounds on a discount the page offers
 
-# %% ../nbs/06_desk.ipynb #f8c35522
+# %% ../nbs/06_desk.ipynb #60513039
 def asset(name: str, # A file of `churn_deploy/assets`, e.g. `desk.js`
          ) -> str:
     "The text of one of the package's asset files: the page's HTML template, its script or its style sheet."
@@ -126,8 +125,7 @@ DESK_HTML: Template = Template(asset("desk.html"))
 "The page, with `$sections`, `$kinds` and `$discounts` for what `render_page` writes from the data's domains."
 DESK_JS: str = asset("desk.js")
 "The page's script: the form to `/predict`, `/explain` and `/whatif`, and their answers."
-DESK_CSS: str = asset("desk.css")
-"The page's style sheet." 
+DESK_CSS: str = asset("desk.css")  # the page's style sheet
 
 # %% ../nbs/06_desk.ipynb #1d7fdafd
 def _field(f: str) -> str:
@@ -180,7 +178,7 @@ async def whatif_route(request: Request) -> Response:
     model, role = pick(request.app.state.served, request.scope)
     return model_response(whatif(model, req.customer.__dict__, req.changes, req.discount_max), model.version, role)
 
-# %% ../nbs/06_desk.ipynb #e3806101
+# %% ../nbs/06_desk.ipynb #31ce3a62
 def desk_router(route_class: type[APIRoute] = FastRoute, # The class of the `/whatif` route
                ) -> APIRouter:
     "`POST /whatif`, the page at `GET /` and its assets under `/desk/`, as one router."
@@ -195,10 +193,10 @@ def desk_router(route_class: type[APIRoute] = FastRoute, # The class of the `/wh
     assert {route.path for route in r.routes} == {"/whatif", *PAGE_PATHS}
     return r
 
+# %% ../nbs/06_desk.ipynb #80a47d0e
 router: APIRouter = desk_router()
-"The desk's routes, for `app.include_router(router)`; then `document_desk(app)` adds their schemas to the docs." 
 
-# %% ../nbs/06_desk.ipynb #3982cb50
+# %% ../nbs/06_desk.ipynb #1ad51ad9
 def add_desk_routes(app: FastAPI, # An app without the desk's routes
                     route_class: type[APIRoute] = FastRoute, # The class of the `/whatif` route
                    ) -> FastAPI:
