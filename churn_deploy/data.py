@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import platform
 import shutil
+import sys
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -20,8 +23,19 @@ if TYPE_CHECKING: import pandas as pd
 # %% auto #0
 __all__ = ['YesNo', 'Gender', 'SeniorCitizen', 'MultipleLines', 'InternetService', 'InternetAddon', 'Contract', 'PaymentMethod',
            'CATEGORICAL', 'DOMAINS', 'NUMERIC_RANGES', 'NUMERICAL', 'FEATURES', 'ID', 'TARGET', 'COLUMNS',
-           'SAMPLE_CUSTOMER', 'HOLDOUT_FILE', 'MAX_LINE_BYTES', 'ChurnDataError', 'find_data', 'file_sha256',
-           'canonical_sha256', 'read_raw', 'clean_category', 'check_raw', 'clean', 'load_churn_data', 'clean_row']
+           'SAMPLE_CUSTOMER', 'HOLDOUT_FILE', 'MAX_LINE_BYTES', 'pin_blas_kernels', 'ChurnDataError', 'find_data',
+           'file_sha256', 'canonical_sha256', 'read_raw', 'check_readable', 'to_number', 'clean_category', 'check_raw',
+           'clean', 'load_churn_data', 'clean_row']
+
+# %% ../nbs/00_data.ipynb #cfe572fa
+def pin_blas_kernels(cpuinfo: str | Path = "/proc/cpuinfo", # Where the CPU's flags are read
+                    ) -> str | None:
+    "Ask OpenBLAS for its AVX2 (Haswell) kernels on an x86-64 CPU with AVX2, if numpy is not loaded yet; the kernel asked for, or None."
+    if "numpy" in sys.modules or platform.machine().lower() not in ("x86_64", "amd64"): return None
+    try: avx2 = " avx2" in Path(cpuinfo).read_text()
+    except OSError: return None
+    if avx2: os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+    return os.environ.get("OPENBLAS_CORETYPE") if avx2 else None
 
 # %% ../nbs/00_data.ipynb #27c0bb16
 YesNo = Literal["no", "yes"]
@@ -125,6 +139,32 @@ def read_raw(path: str | Path) -> pd.DataFrame:
         if "straddling object" in msg: msg = _too_long("a line")  # a later line longer than pyarrow's block
         raise ChurnDataError(f"{path}: cannot read CSV: {msg}") from None
 
+# %% ../nbs/00_data.ipynb #fe38ef97
+def check_readable(path: str | Path) -> Path:
+    "`path` if its start can be read as a CSV: readable, not empty, a first line under `MAX_LINE_BYTES`; else `ChurnDataError`."
+    try:
+        with open(path, "rb") as f: head = f.read(MAX_LINE_BYTES + 1)
+    except OSError as e: raise ChurnDataError(f"{path}: cannot read CSV: {e.strerror or e}") from None
+    if len(head) > MAX_LINE_BYTES and b"\n" not in head:  # one huge first line: never handed to the reader
+        raise ChurnDataError(f"{path}: cannot read CSV: {_too_long('line 1')}")
+    # Checked here, not left to pyarrow: after an empty file its parallel reader can abort the whole process
+    # at exit ("terminate called without an active exception"; apache/arrow#38676).
+    if not head.strip(): raise ChurnDataError(f"{path}: cannot read CSV: the file is empty")
+    return Path(path)
+
+# %% ../nbs/00_data.ipynb #b38be4f1
+def to_number(s: pd.Series, # A numeric column as read (text), or already parsed
+              col: str, # Its cleaned name: a blank `totalcharges` is a new customer's 0
+             ) -> pd.Series:
+    "A numeric column as float64: blank total charges read as 0, and NaN marking each cell that is not a number."
+    import pandas as pd
+    if pd.api.types.is_numeric_dtype(s): return s.astype("float64")  # already parsed by check_raw
+    if col == "totalcharges": s = s.mask(s.str.strip() == "", "0")  # blanks are new customers: 0
+    try: return s.astype("float64")  # fast, but all or nothing
+    except (TypeError, ValueError): return pd.to_numeric(s, errors="coerce")  # NaN marks each bad cell
+
+_to_number = to_number  # the old private name, kept until score imports `to_number`
+
 # %% ../nbs/00_data.ipynb #8c5e9946
 def _first_bad(raw, col, bad) -> str:
     i = int(bad.to_numpy().nonzero()[0][0])
@@ -138,13 +178,6 @@ def _lower_snake(s: pd.Series) -> pd.Series:
     import pandas as pd
     codes, uniques = pd.factorize(s)  # clean each distinct value once, not each row
     return pd.Series([clean_category(v) for v in uniques], dtype="str").take(codes).set_axis(s.index)
-
-def _to_number(s: pd.Series, col: str) -> pd.Series:
-    import pandas as pd
-    if pd.api.types.is_numeric_dtype(s): return s.astype("float64")  # already parsed by check_raw
-    if col == "totalcharges": s = s.mask(s.str.strip() == "", "0")  # blanks are new customers: 0
-    try: return s.astype("float64")  # fast, but all or nothing
-    except (TypeError, ValueError): return pd.to_numeric(s, errors="coerce")  # NaN marks each bad cell
 
 def check_raw(raw: pd.DataFrame, # As read by `read_raw`
               target: bool = True, # Whether the `Churn` column is required
@@ -166,7 +199,7 @@ def check_raw(raw: pd.DataFrame, # As read by `read_raw`
             bad = raw[names[col]].isin(wrong)
             raise ChurnDataError(f"{_first_bad(raw, names[col], bad)} is not one of {', '.join(map(str, dom))}")
     for col in NUMERICAL:
-        x = _to_number(raw[names[col]], col)
+        x = to_number(raw[names[col]], col)
         if (bad := x.isna()).any(): raise ChurnDataError(f"{_first_bad(raw, names[col], bad)} is not a number")
         lo, hi = NUMERIC_RANGES[col]
         if (bad := ~x.between(lo, hi)).any():
@@ -209,7 +242,7 @@ def clean_row(raw: dict, # One raw Telco row as text, keyed by lower-case column
         v = raw[f]
         if f == "seniorcitizen": out[f] = int(v) if v in ("0", "1") else v
         elif f in DOMAINS: out[f] = clean_category(v)
-        elif f == "totalcharges" and not v.strip(): out[f] = 0.0  # blank for a new customer: 0, as `_to_number` reads it
+        elif f == "totalcharges" and not v.strip(): out[f] = 0.0  # blank for a new customer: 0, as `to_number` reads it
         else:
             try: x = float(v)
             except ValueError: x = v  # left as text: the schema names the column

@@ -15,16 +15,20 @@ from .config import META_FILE, MODEL_FILE, REGISTRY_FILE
 from .data import DOMAINS, FEATURES, NUMERICAL, canonical_sha256
 
 # %% auto #0
-__all__ = ['ModelError', 'ChurnModel', 'read_metadata', 'load_model', 'load_pipeline']
+__all__ = ['sigmoid', 'ModelError', 'ChurnModel', 'read_metadata', 'load_model', 'load_pipeline']
+
+# %% ../nbs/02_predict.ipynb #d4518daf
+def sigmoid(z: float) -> float:
+    "The logistic function 1 / (1 + e^-z), without overflow for any finite `z`: a logit to a probability."
+    if z >= 0: return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)  # no overflow for very negative z
+    return e / (1.0 + e)
+
+_sigmoid = sigmoid  # the old private name, kept until desk imports `sigmoid`
 
 # %% ../nbs/02_predict.ipynb #c008cb85
 class ModelError(RuntimeError):
     "The model directory is missing, corrupt or does not match the code."
-
-def _sigmoid(z: float) -> float:
-    if z >= 0: return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)  # no overflow for very negative z
-    return e / (1.0 + e)
 
 class ChurnModel:
     "The churn model as lookup tables: `predict_proba` of one customer dict in a few microseconds."
@@ -63,11 +67,11 @@ def _logit(self: ChurnModel, customer: dict) -> float:
 
 def _predict_proba(self: ChurnModel, customer: dict) -> float:
     "Probability of churn for one customer dict of the 19 features."
-    return _sigmoid(self.logit(customer))
+    return sigmoid(self.logit(customer))
 
 def _predict_many(self: ChurnModel, customers) -> list[float]:
     "Probabilities for an iterable of customer dicts, in order."
-    return [_sigmoid(self.logit(c)) for c in customers]
+    return [sigmoid(self.logit(c)) for c in customers]
 
 ChurnModel.logit, ChurnModel.predict_proba, ChurnModel.predict_many = _logit, _predict_proba, _predict_many
 
@@ -84,7 +88,7 @@ def _explain(self: ChurnModel, customer: dict, top: int = 3) -> dict:
     z = self.logit(customer)
     reasons = [f"{f} = {v} {'raises' if c > 0 else 'lowers'} the odds of churn (×{_odds_factor(c)})"
                for f, v, c in parts[:top] if c != 0]
-    return {"churn_probability": _sigmoid(z), "logit": z, "intercept": self.intercept,
+    return {"churn_probability": sigmoid(z), "logit": z, "intercept": self.intercept,
             "contributions": [{"feature": f, "value": v, "contribution": c} for f, v, c in parts],
             "reasons": reasons}
 ChurnModel.explain = _explain

@@ -5,9 +5,9 @@
 # %% ../nbs/02b_retrain.ipynb #3418ed34
 from __future__ import annotations
 
-from .train import (MIN_PER_CLASS, _created_at, check_trainable, holdout_record, rows_sha256, save_model,  # first:
-                                split_by_id, split_data, to_records, train_model)  # it pins the BLAS kernels before numpy loads
-#: it pins the BLAS kernels before numpy loads
+from .data import pin_blas_kernels
+
+pin_blas_kernels()  # before numpy loads, whichever module loads it first (00_data, "BLAS kernels")
 
 import itertools
 import hashlib
@@ -21,23 +21,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from fastcore.script import call_parse
+from matplotlib.figure import Figure
 from pydantic import ValidationError
-from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 from .config import DATA_FILE, META_FILE, MODEL_FILE, get_settings
-from .data import (COLUMNS, DOMAINS, FEATURES, HOLDOUT_FILE, ID, NUMERIC_RANGES, NUMERICAL, TARGET, ChurnDataError,
-                               canonical_sha256, file_sha256, find_data, load_churn_data)
+from .data import (DOMAINS, FEATURES, HOLDOUT_FILE, ID, NUMERIC_RANGES, NUMERICAL, TARGET, ChurnDataError, file_sha256,
+                               find_data, load_churn_data)
+from .evaluate import auc, bootstrap_auc_diff, calibration_bins, calibration_error, score_metrics
 from .predict import ChurnModel, ModelError, load_model, read_metadata
 from . import registry
 from .registry import add_version, init_registry, is_legacy, model_of, read_registry, version_dir
+from .train import (MIN_PER_CLASS, check_trainable, created_at, holdout_record, rows_sha256, save_model, split_by_id,
+                                split_data, to_records, train_model)
 
 # %% auto #0
 __all__ = ['PROBE_RANGES', 'MAX_GENDER_SHIFT', 'BEHAVIOUR_TESTS', 'THRESHOLDS', 'EXIT_REJECTED', 'REPORT_FILES', 'Holdout',
-           'find_source', 'champion_holdout', 'file_holdout', 'calibration_bins', 'calibration_error', 'score_metrics',
-           'model_scores', 'weighted_aucs', 'bootstrap_auc_diff', 'probe_customers', 'month_to_month_above_two_year',
-           'tenure_never_raises', 'every_field_used', 'every_value_learned', 'gender_invariant', 'bounded_at_extremes',
-           'behaviour_tests', 'gate_checks', 'decide', 'compare', 'compared', 'report_markdown', 'keep_earlier_report',
-           'write_report', 'RetrainRun', 'unique_ids', 'retrain', 'summary', 'churn_retrain']
+           'find_source', 'champion_holdout', 'file_holdout', 'model_scores', 'probe_customers',
+           'month_to_month_above_two_year', 'tenure_never_raises', 'every_field_used', 'every_value_learned',
+           'gender_invariant', 'bounded_at_extremes', 'behaviour_tests', 'gate_checks', 'decide', 'compare', 'compared',
+           'report_markdown', 'keep_earlier_report', 'write_report', 'RetrainRun', 'unique_ids', 'retrain', 'summary',
+           'churn_retrain']
 
 # %% ../nbs/02b_retrain.ipynb #b3b54f95
 @dataclass
@@ -117,59 +121,9 @@ def file_holdout(path: str | Path) -> Holdout:
     return Holdout(df, "file", path.name, rec["source"]["sha256"], rec["rows_sha256"], rec)
 
 # %% ../nbs/02b_retrain.ipynb #b1f65326
-def calibration_bins(y, p, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "Customers, churners and summed probability in each of `bins` equal-width probability bins."
-    p = np.asarray(p, float)
-    b = np.minimum((p * bins).astype(int), bins - 1)
-    return (np.bincount(b, minlength=bins), np.bincount(b, np.asarray(y, float), minlength=bins),
-            np.bincount(b, p, minlength=bins))
-
-def calibration_error(y, p, bins: int = 10) -> float:
-    "Expected calibration error: the size-weighted mean |observed − predicted| churn rate over `bins` bins."
-    n, churned, prob = calibration_bins(y, p, bins)
-    return float(np.abs(churned - prob).sum() / n.sum())
-
-def score_metrics(y, p) -> dict[str, float]:
-    "AUC, log-loss, Brier score, calibration error (10 bins) and accuracy at 0.5 of probabilities `p` for labels `y`."
-    y, p = np.asarray(y), np.asarray(p, float)
-    return {"auc": float(roc_auc_score(y, p)), "log_loss": float(log_loss(y, p, labels=[0, 1])),
-            "brier": float(brier_score_loss(y, p)), "ece": calibration_error(y, p),
-            "accuracy": float(((p >= 0.5) == y).mean())}
-
 def model_scores(model: ChurnModel, df: pd.DataFrame) -> np.ndarray:
     "The served model's probabilities for the customers of a cleaned frame."
     return np.array(model.predict_many(to_records(df)))
-
-# %% ../nbs/02b_retrain.ipynb #821ce9cc
-def weighted_aucs(y, p, W) -> np.ndarray:
-    "The AUC of scores `p` for labels `y` under each row of case weights `W` (ties count half)."
-    y, p = np.asarray(y).astype(bool), np.asarray(p, float)
-    W = np.atleast_2d(np.asarray(W, float))
-    order = np.argsort(p, kind="stable")
-    ys, Ws = y[order], W[:, order]
-    starts = np.flatnonzero(np.r_[True, np.diff(p[order]) != 0])  # groups of tied scores
-    pos, neg = np.add.reduceat(Ws * ys, starts, axis=1), np.add.reduceat(Ws * ~ys, starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg
-    with np.errstate(invalid="ignore", divide="ignore"):  # a resample with one class has no AUC: NaN
-        return (pos * (below + 0.5 * neg)).sum(1) / (pos.sum(1) * neg.sum(1))
-
-def bootstrap_auc_diff(y, p_champion, p_candidate,
-                       resamples: int = 1000, # Number of bootstrap resamples
-                       seed: int = 1, # Seed of the resampling
-                       level: float = 0.95, # Confidence level of the percentile interval
-                      ) -> dict:
-    "AUC(candidate) − AUC(champion), and its paired percentile bootstrap interval."
-    y = np.asarray(y)
-    rng, n = np.random.default_rng(seed), len(y)
-    diffs = []
-    step = max(1, 2_000_000 // n)  # resamples per block: bounded memory on a big holdout
-    for start in range(0, resamples, step):
-        W = rng.multinomial(n, np.full(n, 1 / n), size=min(step, resamples - start))
-        diffs.append(weighted_aucs(y, p_candidate, W) - weighted_aucs(y, p_champion, W))
-    diffs = np.concatenate(diffs)
-    lo, hi = np.nanpercentile(diffs, [50 * (1 - level), 50 * (1 + level)])
-    return {"auc_diff": float(roc_auc_score(y, p_candidate) - roc_auc_score(y, p_champion)),
-            "ci_low": float(lo), "ci_high": float(hi), "level": level, "resamples": resamples, "seed": seed}
 
 # %% ../nbs/02b_retrain.ipynb #058582a4
 PROBE_RANGES = {"tenure": (0, 72), "monthlycharges": (18.25, 118.75), "totalcharges": (0.0, 8684.8)}
@@ -288,7 +242,7 @@ def compare(champion: ChurnModel, # The champion, as served
     art = lambda m: (m.meta.get("artifacts", {}).get(MODEL_FILE, {}).get("sha256"), m.meta.get("weights_sha256"))
     cm, dm = candidate.meta, champion.meta
     report = {
-        "created_at": _created_at(),
+        "created_at": created_at(),
         "champion": {"version": champion.version, "model_json_sha256": champion.sha256, "data": dm.get("data")},
         "candidate": {"version": candidate.version, "model_json_sha256": candidate.sha256, "C": cm["params"]["C"],
                       "data": cm["data"], "split": cm.get("split"), "identical_to_champion": art(candidate) == art(champion)},
@@ -370,7 +324,6 @@ def report_markdown(report: dict) -> str:
 
 # %% ../nbs/02b_retrain.ipynb #4dabc71f
 def _figure(curves: dict, draw, path: Path):
-    from matplotlib.figure import Figure
     fig = Figure(figsize=(10, 4.2))
     for ax, (part, models) in zip(fig.subplots(1, 2), curves.items()):
         for who, (y, p) in models.items(): draw(ax, who, y, p)
@@ -382,7 +335,7 @@ def _figure(curves: dict, draw, path: Path):
 
 def _roc(ax, who, y, p):
     fpr, tpr, _ = roc_curve(y, p)
-    ax.plot(fpr, tpr, label=f"{who} (AUC {roc_auc_score(y, p):.4f})")
+    ax.plot(fpr, tpr, label=f"{who} (AUC {auc(y, p):.4f})")
     ax.set(xlabel="false positive rate", ylabel="true positive rate")
 
 def _calibration(ax, who, y, p):

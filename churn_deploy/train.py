@@ -5,23 +5,17 @@
 # %% ../nbs/01_train.ipynb #5021665d
 from __future__ import annotations
 
-import os
-import platform
-import sys
-from pathlib import Path
+from .data import pin_blas_kernels
 
-def _pin_blas_kernels():
-    "Use OpenBLAS's AVX2 (Haswell) kernels on any x86-64 CPU that has AVX2; only works before numpy loads."
-    if "numpy" in sys.modules or platform.machine().lower() not in ("x86_64", "amd64"): return
-    try: avx2 = " avx2" in Path("/proc/cpuinfo").read_text()
-    except OSError: return
-    if avx2: os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
-
-_pin_blas_kernels()  # why: see "The model directory" below
+pin_blas_kernels()  # before numpy loads, whichever module loads it first (00_data, "BLAS kernels"; why: "The model directory" below)
 
 import hashlib
 import json
+import os
 import pickle
+import platform
+import sys
+from pathlib import Path
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version as pkg_version
@@ -32,22 +26,21 @@ import sklearn
 from fastcore.script import call_parse
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
 from sklearn.model_selection import KFold, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from threadpoolctl import threadpool_info
 
-from .config import META_FILE, MODEL_FILE, Settings, get_settings
+from .config import META_FILE, MODEL_FILE, REGISTRY_FILE, Settings, get_settings
 from .data import (COLUMNS, DOMAINS, FEATURES, HOLDOUT_FILE, ID, NUMERICAL, TARGET, ChurnDataError, canonical_sha256,
                    file_sha256, find_data, load_churn_data)
-from .monitor import reference_profile
-from .registry import REGISTRY_FILE
+from .drift import reference_profile
+from .evaluate import auc, brier
 
 # %% auto #0
 __all__ = ['SPLIT_SALT', 'SPLITS', 'MIN_ROWS', 'MIN_PER_CLASS', 'CS', 'SPLIT_ABOUT', 'Splits', 'split_data', 'id_places',
            'split_by_id', 'check_trainable', 'to_records', 'make_model', 'cross_validate', 'best_C', 'evaluate',
-           'TrainResult', 'train_model', 'linear_weights', 'rows_sha256', 'holdout_record', 'save_model', 'OutDirError',
-           'check_out_dir', 'train_to_dir', 'churn_train']
+           'TrainResult', 'train_model', 'linear_weights', 'created_at', 'rows_sha256', 'holdout_record', 'save_model',
+           'OutDirError', 'check_out_dir', 'train_to_dir', 'churn_train']
 
 # %% ../nbs/01_train.ipynb #138fe661
 @dataclass
@@ -119,7 +112,7 @@ def cross_validate(full_train: pd.DataFrame, Cs=CS, n_splits: int = 5, seed: int
         aucs = []
         for tr, va in folds:
             m = make_model(C).fit(to_records(full_train.iloc[tr]), full_train[TARGET].iloc[tr])
-            aucs.append(roc_auc_score(full_train[TARGET].iloc[va], m.predict_proba(to_records(full_train.iloc[va]))[:, 1]))
+            aucs.append(auc(full_train[TARGET].iloc[va], m.predict_proba(to_records(full_train.iloc[va]))[:, 1]))
         out[C] = (float(np.mean(aucs)), float(np.std(aucs)))
     return out
 
@@ -132,8 +125,7 @@ def best_C(cv: dict[float, tuple[float, float]]) -> float:
 def evaluate(model: Pipeline, df: pd.DataFrame) -> dict[str, float]:
     "AUC, accuracy at 0.5 and Brier score of `model` on cleaned data `df`."
     y, p = df[TARGET].to_numpy(), model.predict_proba(to_records(df))[:, 1]
-    return {"auc": float(roc_auc_score(y, p)), "accuracy": float(accuracy_score(y, p >= 0.5)),
-            "brier": float(brier_score_loss(y, p))}
+    return {"auc": auc(y, p), "accuracy": float(((p >= 0.5) == y).mean()), "brier": brier(y, p)}
 
 # %% ../nbs/01_train.ipynb #82dae85b
 @dataclass
@@ -144,7 +136,7 @@ class TrainResult:
     cv: dict[float, tuple[float, float]]
     metrics: dict[str, float]
     rows: dict[str, int]
-    reference: dict  # the profile of full_train that drift is measured against (05_monitor)
+    reference: dict  # the profile of full_train that drift is measured against (05a_drift)
     split: str = "course" # The name of the split in `SPLITS`
     test: pd.DataFrame | None = None # The test split's rows
 
@@ -160,7 +152,8 @@ def train_model(df: pd.DataFrame, # Cleaned data, as from `load_churn_data`
     C = best_C(cv)
     model = make_model(C).fit(to_records(sp.full_train), sp.full_train[TARGET])
     rows = {"total": len(df), "full_train": len(sp.full_train), "test": len(sp.test)}
-    reference = reference_profile(sp.full_train, model.predict_proba(to_records(sp.full_train))[:, 1])
+    records = to_records(sp.full_train)
+    reference = reference_profile(records, model.predict_proba(records)[:, 1])
     return TrainResult(model, C, cv, evaluate(model, sp.test), rows, reference, split, sp.test)
 
 # %% ../nbs/01_train.ipynb #7f5afbd8
@@ -170,12 +163,14 @@ def linear_weights(model: Pipeline) -> dict:
     return {"intercept": float(lr.intercept_[0]),
             "coef": {name: float(w) for name, w in zip(dv.feature_names_, lr.coef_[0])}}
 
-# %% ../nbs/01_train.ipynb #ea2b02db
-def _created_at() -> str:
+# %% ../nbs/01_train.ipynb #504642c1
+def created_at() -> str:
+    "Now, or `SOURCE_DATE_EPOCH` (the reproducible-builds convention) if set, as an ISO 8601 UTC time to the second."
     epoch = os.environ.get("SOURCE_DATE_EPOCH")  # reproducible builds
     t = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else datetime.now(timezone.utc)
     return t.replace(microsecond=0).isoformat()
 
+# %% ../nbs/01_train.ipynb #ea2b02db
 def _blas_kernels() -> str:
     "The CPU kernels of the loaded OpenBLAS libraries, e.g. 'Haswell'."
     return ",".join(sorted({str(i.get("architecture")) for i in threadpool_info() if i["internal_api"] == "openblas"}))
@@ -208,7 +203,7 @@ def save_model(res: TrainResult, out: str | Path, data_path: str | Path | None =
     ho_bytes = (json.dumps(holdout, indent=1) + "\n").encode() if holdout else None
     meta = {
         "version": pkg_version("churn-deploy") + "+" + blob_sha[:12],
-        "created_at": _created_at(),
+        "created_at": created_at(),
         "data": {"file": Path(data_path).name if data_path else None,
                  "sha256": file_sha256(data_path) if data_path else None, "rows": res.rows},
         "libraries": {"python": ".".join(platform.python_version_tuple()[:2]), "scikit-learn": sklearn.__version__,

@@ -56,7 +56,7 @@ def month(data):
 def write_log(path, frame, model, version=None, time=None):
     "A prediction log of cleaned customers, as the service writes it."
     from churn_deploy.data import FEATURES
-    from churn_deploy.monitor import prediction_record
+    from churn_deploy.drift import prediction_record
     rows = frame[FEATURES].to_dict(orient="records")
     with open(path, "w") as f:
         for r, p in zip(rows, model.predict_many(rows)):
@@ -152,8 +152,8 @@ def test_report_with_plots(tmp_path, month, data, model_dir):
 def test_each_record_against_its_own_version(tmp_path, month, data, model_dir):
     "A registry with a second version whose reference describes longer tenures: its shifted records are no drift for it,"
     " but the same records under the first version's name are."
-    from churn_deploy.data import canonical_sha256
-    from churn_deploy.monitor import reference_profile
+    from churn_deploy.data import FEATURES, canonical_sha256
+    from churn_deploy.drift import reference_profile
     _, clean_rows = month
     model, ft = data["model"], data["full_train"]
     sd = ft.tenure.std()  # one shift for the reference and the records
@@ -161,7 +161,8 @@ def test_each_record_against_its_own_version(tmp_path, month, data, model_dir):
     meta = json.loads((model_dir / "model.json").read_text())
     meta.pop("meta_sha256")
     meta["version"] = "0.1.0+longtenure01"
-    meta["reference"] = reference_profile(longer, model.predict_many(longer.to_dict(orient="records")))
+    records = longer[FEATURES].to_dict(orient="records")
+    meta["reference"] = reference_profile(records, model.predict_many(records))
     meta["meta_sha256"] = canonical_sha256(meta)
     second = tmp_path / "second"; second.mkdir()
     (second / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -307,24 +308,59 @@ def test_performance_errors_are_one_line(tmp_path, scored_month, model_dir):
                            CHURN_PREDICTION_LOG_KEY="short"), "CHURN_PREDICTION_LOG_KEY")
 
 
-def test_auc_is_sklearns():
-    "The rank-based AUC equals scikit-learn's roc_auc_score within 1e-9, ties included."
+def test_one_implementation_of_each_metric():
+    "AUC, log-loss, Brier, calibration error and the bootstrap live in evaluate; train, retrain, monitor and abtest define none of their own."
     import numpy as np
     from sklearn.metrics import roc_auc_score
-    from churn_deploy.monitor import auc
-    for seed in range(10):
+    import churn_deploy.abtest, churn_deploy.evaluate as ev, churn_deploy.monitor, churn_deploy.retrain, churn_deploy.train
+    metrics = ("auc", "log_loss", "brier", "calibration_error", "calibration_bins", "score_metrics", "weighted_aucs",
+               "bootstrap_auc_diff", "with_intervals", "rate_interval")
+    for mod in (churn_deploy.train, churn_deploy.retrain, churn_deploy.monitor, churn_deploy.abtest):
+        for name in metrics:
+            if name in vars(mod): assert vars(mod)[name] is getattr(ev, name), f"{mod.__name__}.{name} is another implementation"
+    for seed in range(10):  # and the one AUC is scikit-learn's, which the bootstrap's weighted AUC matches
         rng = np.random.default_rng(seed)
         p = rng.uniform(size=5000).round(seed % 3 + 1)
         y = rng.uniform(size=5000) < p
-        assert abs(auc(y, p) - roc_auc_score(y, p)) <= 1e-9
+        assert ev.auc(y, p) == roc_auc_score(y, p)
+        assert abs(ev.weighted_aucs(y, p, np.ones(len(y)))[0] - ev.auc(y, p)) <= 1e-12
 
 
 def test_service_imports_no_heavy_library():
-    "The pieces the service uses import neither numpy nor pandas."
-    r = subprocess.run([script("python"), "-c", "import sys, churn_deploy.monitor as m; m.psi([0.5, 0.5], [0.4, 0.6]); "
+    "The pieces the service uses (drift; monitor, while observe still imports it from there) import no numpy, pandas or scikit-learn."
+    r = subprocess.run([script("python"), "-c", "import sys, churn_deploy.drift as d, churn_deploy.monitor, churn_deploy.outcomes; "
+                        "d.psi([0.5, 0.5], [0.4, 0.6]); "
                         "print(sorted(k for k in ('numpy', 'pandas', 'sklearn', 'scipy', 'matplotlib') if k in sys.modules))"],
                        capture_output=True, text=True)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_report_template_is_well_formed():
+    "The HTML report's page is a package file (not a Python string): every tag it opens closes, and it has its two fields."
+    from html.parser import HTMLParser
+    from importlib.resources import files
+    from churn_deploy.monitor import report_template
+    text = (files("churn_deploy") / "assets" / "monitor_report.html").read_text()
+    assert report_template().template == text and sorted(report_template().get_identifiers()) == ["body", "title"]
+
+    class Tags(HTMLParser):
+        def __init__(self): super().__init__(); self.open = []
+        def handle_starttag(self, tag, attrs):
+            if tag not in ("meta", "img", "br", "link"): self.open.append(tag)
+        def handle_endtag(self, tag): assert self.open and self.open.pop() == tag, (tag, self.open)
+    t = Tags(); t.feed(report_template().substitute(title="t", body="<p>x</p>")); t.close()
+    assert t.open == [] and text.lstrip().lower().startswith("<!doctype html>")
+    assert "<style>" not in (ROOT / "churn_deploy" / "monitor.py").read_text()
+
+
+def test_customer_hash_is_hmac_sha256():
+    "The customer hash against RFC 4231's test case 2 and an independent computation with the hmac module."
+    import hashlib, hmac
+    from churn_deploy.drift import customer_hash
+    assert customer_hash("what do ya want for nothing?", "Jefe") == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    for cid, key in (("7590-VHVEG", "a-secret-of-the-team"), ("é-1", "k" * 64), ("", "key-of-sixteen-ch")):
+        assert customer_hash(cid, key) == hmac.new(key.encode(), cid.encode(), hashlib.sha256).hexdigest()
+    assert customer_hash("7590-VHVEG", "a") != customer_hash("7590-VHVEG", "b")
 
 
 def test_readme_example(tmp_path, data_csv):
@@ -374,8 +410,8 @@ def test_live_ab_readout(tmp_path, month, data, model_dir):
     " without a challenger reads as before."
     import numpy as np
     from churn_deploy.data import FEATURES
-    from churn_deploy.monitor import customer_hash, prediction_record
-    from churn_deploy.retrain import bootstrap_auc_diff
+    from churn_deploy.drift import customer_hash, prediction_record
+    from churn_deploy.evaluate import bootstrap_auc_diff
     _, rows = month
     rows = rows.drop_duplicates("customerid").head(2500)
     model = data["model"]

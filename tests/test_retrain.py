@@ -432,3 +432,55 @@ def test_missing_holdout_source_names_it(tmp_path, data_csv):
                            f"which is not here: looked at --data {month2} (sha256 {file_sha256(month2)[:12]}…); "
                            f"the cache {tmp_path / 'cache' / data_csv.name} (no such file); the download from "), line
     assert "pass --data" not in line and files(tmp_path / "model") == before, line
+
+
+# ---------------------------------------------------------------- quick refusals, and the gate's guards without training
+
+@pytest.mark.parametrize("case", ["no --data", "missing file", "empty file"])
+def test_bad_arguments_refused_before_the_training_libraries(case, tmp_path, data_csv):
+    "churn_retrain's front door (retrain_cli) refuses these with numpy, pandas, scikit-learn and matplotlib unimportable."
+    args, _, expected = _case_files(tmp_path, data_csv)[case]
+    entry = tmp_path / "churn_retrain_blocked.py"
+    entry.write_text("import sys; sys.modules.update(numpy=None, pandas=None, sklearn=None, matplotlib=None, pyarrow=None, scipy=None)\n"
+                     "from churn_deploy.retrain_cli import churn_retrain\nchurn_retrain()\n")
+    r = subprocess.run([sys.executable, str(entry), "--models", str(MODELS), *args], capture_output=True, text=True,
+                       timeout=120, env=env_for(data_csv))
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(ERROR) and expected in lines[0], r.stderr
+
+
+def test_gate_guards_without_training(data_csv):
+    "The gate's guards on the committed model, no training (so no AVX2) needed: the same model is 'unchanged', "
+    "holdout customers in training reject it, a failed behaviour test rejects it, a different passing model is the challenger."
+    from churn_deploy.data import load_churn_data
+    from churn_deploy.predict import ChurnModel, load_model
+    from churn_deploy.retrain import champion_holdout, compare, decide, file_holdout, gate_checks
+    champion = load_model(champion_dir())
+    ho = champion_holdout(champion.meta, data_csv, champion_dir())
+    df = load_churn_data(data_csv)
+    rest = df[~df.customerid.isin(ho.df.customerid)]
+    itself, _ = compare(champion, champion, ho, rest, resamples=50)
+    assert (itself["decision"], itself["passed"], itself["candidate"]["identical_to_champion"]) == ("unchanged", True, True)
+    assert itself["holdout"]["overlap"] == 0
+    # customers the candidate trained on, used as the holdout: the overlap guard alone fails
+    seen, _ = compare(champion, champion, file_holdout(data_csv), df, resamples=50)  # the whole file: most of it trains
+    assert [c["check"] for c in seen["checks"] if not c["passed"]] == ["holdout customers in training"]
+    assert seen["decision"] == "rejected"
+    # another model (one weight moved a little): not identical, passes, becomes the challenger; promoted with --promote
+    w = champion.meta["weights"]
+    nudged = ChurnModel(w["intercept"] + 0.01, w["coef"], {**champion.meta, "weights_sha256": "another", "version": "0.0.1+nudged"})
+    nudged.sha256 = "0" * 64  # as load_model sets it: the model.json's digest
+    other, _ = compare(champion, nudged, ho, rest, resamples=50)
+    assert (other["decision"], other["candidate"]["identical_to_champion"]) == ("challenger", False), other["checks"]
+    assert compare(champion, nudged, ho, rest, promote=True, resamples=50)[0]["decision"] == "promoted"
+    # a model that scores month-to-month below two-year: the behaviour guard rejects it
+    coef = {**w["coef"], "contract=month-to-month": -3.0, "contract=two_year": 3.0}
+    broken = ChurnModel(w["intercept"], coef, {**champion.meta, "weights_sha256": "broken", "version": "0.0.1+broken"})
+    broken.sha256 = "1" * 64
+    bad, _ = compare(champion, broken, ho, rest, resamples=50)
+    assert "behaviour tests failed" in [c["check"] for c in bad["checks"] if not c["passed"]] and bad["decision"] == "rejected"
+    # the decision is the report's numbers alone: each threshold, edited, flips it
+    for key, value in (("min_auc_diff", 0.001), ("max_brier_worse", -0.001), ("min_ci_low", 0.001)):
+        strict = {**other, "thresholds": {**other["thresholds"], key: value}}
+        assert not all(c["passed"] for c in gate_checks(strict)) and decide(strict) == "rejected", key

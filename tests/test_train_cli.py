@@ -126,3 +126,50 @@ def test_one_huge_line_is_named(tmp_path):
     assert r.returncode == 1 and not (tmp_path / "m").exists()
     assert r.stderr.strip().splitlines() == [
         f"churn_train: error: {huge}: cannot read CSV: line 1 is longer than 1 MB: not a Telco CSV export"], r.stderr
+
+
+def test_sha256_pins_refuse_tampering(model_dir, tmp_path):
+    "A second check of the model's sha256 pins, apart from 02_predict: each edit of model.json or model.bin is refused."
+    import hashlib, shutil
+    from churn_deploy.predict import ModelError, load_model, load_pipeline, read_metadata
+    from churn_deploy.registry import is_legacy, read_registry, version_dir
+    src = model_dir if is_legacy(model_dir) else version_dir(model_dir, read_registry(model_dir).champion)
+    d = tmp_path / "m"; shutil.copytree(src, d)
+    raw = (d / "model.json").read_bytes()
+    pin = hashlib.sha256(raw).hexdigest()  # computed here, independently of the package
+    assert load_model(d, pin).sha256 == pin
+    meta = json.loads(raw)
+    # the same content, other bytes: the pin the server took no longer holds
+    (d / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
+    with pytest.raises(ModelError, match="changed since the server verified it"): load_model(d, pin)
+    load_model(d)  # without a pin it is still a valid model
+    # a weight edited, and one edited with its own digest recomputed: the metadata's sha256 catches both
+    first = next(iter(meta["weights"]["coef"]))
+    edited = json.loads(raw); edited["weights"]["coef"][first] += 0.5
+    (d / "model.json").write_text(json.dumps(edited, indent=2) + "\n")
+    with pytest.raises(ModelError, match="weights do not match|does not match its recorded sha256"): load_model(d)
+    from churn_deploy.data import canonical_sha256
+    edited["weights_sha256"] = canonical_sha256(edited["weights"])
+    (d / "model.json").write_text(json.dumps(edited, indent=2) + "\n")
+    with pytest.raises(ModelError, match="the metadata does not match its recorded sha256"): load_model(d)
+    # model.bin changed by one byte: refused before anything is unpickled
+    (d / "model.json").write_bytes(raw)
+    blob = bytearray((d / "model.bin").read_bytes()); blob[len(blob) // 2] ^= 1
+    (d / "model.bin").write_bytes(bytes(blob))
+    with pytest.raises(ModelError): read_metadata(d)
+    with pytest.raises(ModelError): load_pipeline(d)
+
+
+@pytest.mark.parametrize("first", ["churn_deploy.evaluate", "churn_deploy.train", "churn_deploy.retrain"])
+def test_blas_kernels_pinned_whichever_module_loads_first(first):
+    "Each module that loads numpy pins OpenBLAS's kernels itself, on its first line: no import order is needed."
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    code = (f"import os, sys, {first}; from threadpoolctl import threadpool_info; "
+            "print(os.environ.get('OPENBLAS_CORETYPE'), ','.join(sorted({str(i.get('architecture')) for i in threadpool_info() "
+            "if i['internal_api'] == 'openblas'})))")
+    r = subprocess.run([script("python"), "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    if _has_avx2(): assert r.stdout.split() == ["Haswell", "Haswell"], r.stdout
+    else: assert r.stdout.split()[0] == "None", r.stdout
+    source = (Path(__file__).resolve().parents[1] / "churn_deploy" / (first.split(".")[1] + ".py")).read_text()
+    assert source.index("pin_blas_kernels()") < source.index("import numpy"), "the pin must come before numpy loads"
