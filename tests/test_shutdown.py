@@ -75,3 +75,25 @@ def test_sigterm_with_two_workers_under_keep_alive_load_resets_nothing(tmp_path)
                                      f"{after.count('reset')} resets"
         assert code == 0 and "Traceback" not in text, (code, text[-3000:])
     print("run, requests on earlier connections, their resets, on later connections, their resets, refused:", summary)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_writes_every_prediction_record(tmp_path, workers):
+    "The prediction log at sample 1.0 is written in batches by a thread; a SIGTERM under load still writes one record per answer, to each sink."
+    logfile = tmp_path / "predictions.jsonl"
+    with running_server(tmp_path / "s", "--workers", str(workers), startup=60, CHURN_GRACE_PERIOD="10", CHURN_LOG_FORMAT="json",
+                        CHURN_PREDICTION_LOG_SAMPLE="1", CHURN_PREDICTION_LOG_FILE=str(logfile),
+                        CHURN_PREDICTION_LOG_KEY="shutdown-test-key-0123456789") as (url, proc, log):
+        wait_startups(log, workers)
+        with KeepAliveLoad(int(url.rsplit(":", 1)[1]), n=8) as load:
+            time.sleep(1.0)
+            load.signal_at = time.monotonic()
+            os.killpg(proc.pid, signal.SIGTERM)
+            code = proc.wait(timeout=30)
+    answered = [o for _, o in load.records].count(200)
+    records = [json.loads(l) for l in logfile.read_text().splitlines()]
+    stdout = [json.loads(l) for l in (tmp_path / "s" / "stdout.log").read_text().splitlines() if '"churn.predictions"' in l]
+    assert code == 0 and answered > 100, (code, answered)
+    assert len(records) == len(stdout) == answered, (len(records), len(stdout), answered)  # none lost in the buffer at exit
+    assert len({r["request_id"] for r in records}) == answered  # each answer once
+    assert {r["request_id"] for r in stdout} == {r["request_id"] for r in records}
