@@ -13,10 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import HEADER, ROOT, ROW, script
+from conftest import HEADER, ROOT, ROW, assert_one_line_error, run, running_server, script
 from churn_deploy.data import DOMAINS, FEATURES, SAMPLE_CUSTOMER
-from test_cli import assert_one_line_error, run
-from test_server import running_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
