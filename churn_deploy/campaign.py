@@ -17,7 +17,7 @@ from .config import get_settings
 from .data import COLUMNS, FEATURES, ID, TARGET, ChurnDataError, check_raw, clean, read_raw
 from .monitor import _underscored  # --contact-cost=5 -> --contact_cost=5, for fastcore's parser
 from .offers import DISCOUNT_LIMIT, DISCOUNT_MAX, OfferError, check_changes, single_offers
-from .predict import ChurnModel, ModelError, _sigmoid as sigmoid  # predict.sigmoid once it is public
+from .predict import ChurnModel, ModelError, sigmoid
 from .score import check_unique_ids, scoring_model
 from .sheets import write_safe_csv
 

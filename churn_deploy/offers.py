@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from .data import DOMAINS
-from .predict import ChurnModel, _sigmoid as sigmoid  # predict.sigmoid once it is public
+from .predict import ChurnModel, sigmoid
 
 # %% auto #0
 __all__ = ['OFFER_KINDS', 'ADDONS', 'CONTRACTS', 'AUTOMATIC_PAYMENTS', 'DISCOUNT_STEPS', 'DISCOUNT_MAX', 'DISCOUNT_LIMIT',
