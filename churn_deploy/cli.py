@@ -50,4 +50,8 @@ def command(func):
     def run(*args, **kwargs):
         if args or kwargs or not _is_entry_point(inspect.currentframe().f_back): return func(*args, **kwargs)
         return func(**parse(func))
+    frame = inspect.currentframe().f_back
+    if _is_entry_point(frame):  # the module itself is run (`python -m churn_deploy.client`): run the command now
+        frame.f_globals[func.__name__] = run
+        return func(**parse(func))
     return run

@@ -33,11 +33,11 @@ def free_port() -> int:
 # ---------------------------------------------------------------- tests that need the real data
 # A test needs the Telco CSV if it uses the `data_csv` fixture, or if it runs a notebook whose cells
 # search for the data (`find_data()`, `load_churn_data()`). Such tests carry the `data` mark. When
-# the data cannot be found, they are skipped with one line saying what is missing and how to
-# provide it, and the run fails with that line at the end instead of hundreds of traceback lines.
+# the data cannot be found and such a test is selected, the run stops before its first test with
+# one line: what is missing, how to provide it, how to leave those tests out. Not after 16 minutes
+# of failures.
 
 _DEFAULT_SEARCH = re.compile(r"\b(?:find_data|load_churn_data)\(\)")
-_NO_DATA = pytest.StashKey[tuple[str, int]]()
 
 
 def _notebook_reads_data(path: Path) -> bool:
@@ -78,20 +78,26 @@ def pytest_collection_finish(session):
     bound = [i for i in session.items if i.get_closest_marker("data")]
     if not bound or session.config.option.collectonly: return
     if (reason := missing_data()) is None: return
-    for item in bound: item.add_marker(pytest.mark.skip(reason=f"needs the Telco churn CSV: {reason}"))
-    session.config.stash[_NO_DATA] = (reason, len(bound))
+    raise pytest.UsageError(f"{len(bound)} selected test(s) need the Telco churn CSV: {reason}, "
+                            f"or leave them out with -m 'not data'")
 
 
-def pytest_sessionfinish(session, exitstatus):
-    if _NO_DATA in session.config.stash and exitstatus in (0, 5):  # a skipped data test is not a pass
-        session.exitstatus = 1
+def _data_tests_may_run(config) -> bool:
+    "Whether the `-m` expression lets a test marked `data` run."
+    if not (expr := config.option.markexpr): return True
+    from _pytest.mark.expression import Expression
+    return Expression.compile(expr).evaluate(lambda name, **kw: name == "data")
 
 
-def pytest_terminal_summary(terminalreporter, config):
-    if _NO_DATA in config.stash:
-        reason, n = config.stash[_NO_DATA]
-        terminalreporter.write_line(f"FAILED: {n} test(s) skipped for want of the Telco churn CSV: {reason}, "
-                                    f"or leave them out with -m 'not data'", red=True, bold=True)
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist starts its workers
+def pytest_sessionstart(session):
+    "Under pytest-xdist the workers collect, not this process: check for the data before starting them."
+    config = session.config
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None): return
+    if config.option.collectonly or not _data_tests_may_run(config): return
+    if (reason := missing_data()) is not None:
+        raise pytest.UsageError(f"the tests marked data need the Telco churn CSV: {reason}, "
+                                f"or leave them out with -m 'not data'")
 
 
 @pytest.fixture(scope="session")
@@ -256,3 +262,17 @@ def assert_one_line_error(r: subprocess.CompletedProcess, prefix: str, *needles:
     assert "Traceback" not in r.stderr
     for n in needles: assert n in lines[0], (n, lines[0])
     return lines[0]
+
+
+@pytest.fixture(scope="session")
+def routes() -> dict[str, set[str]]:
+    "The app's real routes: path -> methods."
+    from churn_deploy.serve import create_app
+    def flat(routes):  # FastAPI 0.165 keeps an included router whole, behind one entry
+        for r in routes:
+            if hasattr(r, "original_router"): yield from flat(r.original_router.routes)
+            else: yield r
+    out: dict[str, set[str]] = {}
+    for r in flat(create_app().routes):
+        out.setdefault(r.path, set()).update(getattr(r, "methods", None) or ())
+    return out

@@ -3,24 +3,8 @@ import csv, json, subprocess, sys
 
 import pytest
 
-from conftest import HEADER, ROOT, ROW, free_port, script
+from conftest import HEADER, ROOT, ROW, assert_one_line_error, free_port, run, running_server, script, server_env
 from churn_deploy.data import SAMPLE_CUSTOMER
-from test_server import running_server, server_env
-
-
-def run(*cmd: str, timeout: float = 120, cwd=ROOT, **env: str) -> subprocess.CompletedProcess:
-    "Run `cmd` to its end with this environment minus CHURN_* variables, plus `env`."
-    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, env=server_env(**env), cwd=cwd)
-
-
-def assert_one_line_error(r: subprocess.CompletedProcess, prefix: str, *needles: str) -> str:
-    "Non-zero exit; stderr is exactly one line starting with `prefix` and holding `needles`."
-    assert r.returncode != 0, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(prefix), r.stderr
-    assert "Traceback" not in r.stderr
-    for n in needles: assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def read_rows(path) -> tuple[list[str], list[list[str]]]:

@@ -4,8 +4,7 @@ import csv, json, os, subprocess
 
 import pytest
 
-from conftest import ROOT, free_port, script
-from test_server import running_server
+from conftest import ROOT, free_port, running_server, script
 
 KEY = "client-key-0123456789abcdef"
 SECRET = "client-csv-log-secret-0123456789"

@@ -7,8 +7,7 @@ import re, signal, subprocess, sys, threading, time
 import httpx
 import pytest
 
-from conftest import ROOT, free_port, script
-from test_server import metric_samples, running_server
+from conftest import ROOT, free_port, metric_samples, running_server, script
 
 KEY = "load-key-0123456789abcdef"  # CHURN_API_KEY of the key server
 MODEL_VERSION = __import__("json").loads((ROOT / "model" / "model.json").read_text())["version"]

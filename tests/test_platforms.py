@@ -23,9 +23,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, free_port
-from test_container_replay import docker_words, final_env, parse_stages, parse_duration
-from test_server import server_env, stop, wait_until_up  # the environment without CHURN_*, and a server's start and stop
-from test_ship import routes, run  # the app's real routes (a fixture) and the subprocess helper
+from support import docker_words, final_env, parse_duration, parse_stages, run_plain
+from conftest import server_env, stop, wait_until_up  # the environment without CHURN_*, and a server's start and stop
 
 BIN = Path(sys.executable).parent
 DEPLOY = ROOT / "deploy"
@@ -78,7 +77,7 @@ def check_schema(schema: str | list[str], good: list[Path], broken: dict[str, ob
         paths[name] = tmp_path / f"broken-{i}.yaml"
         paths[name].write_text(yaml.safe_dump(doc))
     how = ["--schemafile", SCHEMAS / schema] if isinstance(schema, str) else schema
-    r = run(tool("check-jsonschema"), "-o", "json", "--force-filetype", "yaml", *how, *good, *paths.values())
+    r = run_plain(tool("check-jsonschema"), "-o", "json", "--force-filetype", "yaml", *how, *good, *paths.values())
     assert r.stdout.startswith("{"), r.stdout + r.stderr
     out = json.loads(r.stdout)
     assert not out.get("parse_errors"), out["parse_errors"]
@@ -115,7 +114,7 @@ def pod_of(svc: dict) -> dict:
 
 def kubernetes_validate(tmp_path: Path, doc: dict) -> subprocess.CompletedProcess:
     (tmp_path / "pod.yaml").write_text(yaml.safe_dump(doc))
-    return run(tool("kubernetes-validate"), "--strict", "--kubernetes-version", "1.30.0", tmp_path / "pod.yaml")
+    return run_plain(tool("kubernetes-validate"), "--strict", "--kubernetes-version", "1.30.0", tmp_path / "pod.yaml")
 
 
 def test_cloud_run_revision_validates_as_a_pod(tmp_path, knative):
@@ -185,23 +184,23 @@ def sam() -> dict:
 
 
 def test_sam_template_passes_cfn_lint(tmp_path):
-    r = run(tool("cfn-lint"), DEPLOY / "aws-lambda" / "template.yaml")
+    r = run_plain(tool("cfn-lint"), DEPLOY / "aws-lambda" / "template.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
     text = (DEPLOY / "aws-lambda" / "template.yaml").read_text()
     for broken, code in ((text.replace("MemorySize: 512", "MemorySize: 50000"), "E3034"),
                          (text.replace("      Timeout: 30", "      Timeoutt: 30"), "E3002")):
         (tmp_path / "bad.yaml").write_text(broken)
-        r = run(tool("cfn-lint"), tmp_path / "bad.yaml")
+        r = run_plain(tool("cfn-lint"), tmp_path / "bad.yaml")
         assert r.returncode != 0 and code in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("path", ["aws-lambda/Dockerfile", "heroku/Dockerfile"])
 def test_platform_dockerfiles_pass_hadolint(path, tmp_path):
-    r = run(tool("hadolint"), "--failure-threshold", "warning", DEPLOY / path)
+    r = run_plain(tool("hadolint"), "--failure-threshold", "warning", DEPLOY / path)
     assert r.returncode == 0, r.stdout + r.stderr
     bad = tmp_path / "Dockerfile"
     bad.write_text((DEPLOY / path).read_text() + "RUN cd /tmp && apt-get install curl\n")
-    r = run(tool("hadolint"), "--failure-threshold", "warning", bad)
+    r = run_plain(tool("hadolint"), "--failure-threshold", "warning", bad)
     assert r.returncode != 0 and "DL3003" in r.stdout, r.stdout  # DL3003: use WORKDIR, not cd
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, metric_samples, running_server, sample_value
 from churn_deploy.data import FEATURES, SAMPLE_CUSTOMER
-from test_server import metric_samples, running_server, sample_value
 
 RULES, RULES_TEST = ROOT / "deploy" / "prometheus" / "rules.yml", ROOT / "deploy" / "prometheus" / "rules_test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "churn-deploy.json"

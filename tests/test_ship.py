@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from support import run_plain
 
 BIN = Path(sys.executable).parent
 SCHEMAS = ROOT / "tests" / "schemas"  # vendored third-party schemas; their origin and licence in its README.md
@@ -24,20 +25,6 @@ def tool(name: str) -> str:
     p = BIN / name
     assert p.exists(), f"{name} is not installed in {BIN}: run `uv sync`"
     return str(p)
-
-
-def run(*cmd, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120, **kw)
-
-
-@pytest.fixture(scope="module")
-def routes() -> dict[str, set[str]]:
-    "The app's real routes: path -> methods."
-    from churn_deploy.serve import create_app
-    out: dict[str, set[str]] = {}
-    for r in create_app().routes:
-        out.setdefault(r.path, set()).update(getattr(r, "methods", None) or ())
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +42,14 @@ def dockerfile_facts() -> dict:
 # ---------------------------------------------------------------- Dockerfile
 
 def test_hadolint_passes():
-    r = run(tool("hadolint"), "--failure-threshold", "warning", ROOT / "Dockerfile")
+    r = run_plain(tool("hadolint"), "--failure-threshold", "warning", ROOT / "Dockerfile")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_hadolint_rejects_a_bad_dockerfile(tmp_path):
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN apt-get update && apt-get install -y curl\nCMD python app.py\n")
-    r = run(tool("hadolint"), "--failure-threshold", "warning", bad)
+    r = run_plain(tool("hadolint"), "--failure-threshold", "warning", bad)
     assert r.returncode != 0 and "DL3007" in r.stdout, r.stdout  # DL3007: using latest
 
 
@@ -129,7 +116,7 @@ def test_fly_env_are_real_settings(fly):
 # ---------------------------------------------------------------- dev container
 
 def _check_devcontainer(path: Path) -> subprocess.CompletedProcess:
-    return run(tool("check-jsonschema"), "--force-filetype", "json5", "--schemafile",
+    return run_plain(tool("check-jsonschema"), "--force-filetype", "json5", "--schemafile",
                SCHEMAS / "devContainer.base.schema.json", path)
 
 
@@ -178,11 +165,11 @@ WORKFLOWS = [ROOT / ".github" / "workflows" / n for n in ("ci.yml", "deploy.yml"
 
 
 def _actionlint(*paths) -> subprocess.CompletedProcess:
-    return run(tool("actionlint"), "-no-color", *paths, cwd=ROOT)
+    return run_plain(tool("actionlint"), "-no-color", *paths, cwd=ROOT)
 
 
 def test_workflows_match_schema():
-    r = run(tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *WORKFLOWS)
+    r = run_plain(tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *WORKFLOWS)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -200,7 +187,7 @@ def test_validators_reject_a_broken_workflow(tmp_path):
     bad.parent.mkdir(parents=True)
     bad.write_text(yaml.safe_dump(wf, sort_keys=False).replace("'on':", "on:"))
     assert _actionlint(bad).returncode != 0
-    assert run(tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", bad).returncode != 0
+    assert run_plain(tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", bad).returncode != 0
 
 
 def _steps(wf: dict) -> list[dict]:
@@ -260,7 +247,7 @@ def k8s() -> dict[str, dict]:
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_k8s_manifests_validate_strictly(version):
     assert {p.name for p in K8S} >= {"deployment.yaml", "service.yaml", "hpa.yaml"}
-    r = run(tool("kubernetes-validate"), "--strict", "--kubernetes-version", version, *K8S)
+    r = run_plain(tool("kubernetes-validate"), "--strict", "--kubernetes-version", version, *K8S)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -268,7 +255,7 @@ def test_kubernetes_validate_rejects_an_unknown_field(tmp_path, k8s):
     bad = copy.deepcopy(k8s["Deployment"])
     bad["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["pathh"] = "/ready"
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
-    r = run(tool("kubernetes-validate"), "--strict", tmp_path / "bad.yaml")
+    r = run_plain(tool("kubernetes-validate"), "--strict", tmp_path / "bad.yaml")
     assert r.returncode != 0, r.stdout
 
 
