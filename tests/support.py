@@ -91,3 +91,33 @@ def mebibytes(q: str) -> float:
 def run_plain(*cmd, **kw) -> subprocess.CompletedProcess:
     "Run a validator or tool as given (this environment as it is), to its end, with its output captured."
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120, **kw)
+
+
+# ---------------------------------------------------------------- from test_readme.py
+
+def guides() -> dict[str, str]:
+    "The README and every guide page in docs/: the texts a reader follows, by path."
+    return {"README.md": (ROOT / "README.md").read_text(),
+            **{f"docs/{p.name}": p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}}
+
+
+def section(title: str) -> str:
+    """The text of the section titled `title` (a heading of level 1 or 2, up to the next such heading), in every page
+    that has one, README first: a section the README keeps short continues in its guide."""
+    found = [m.group(1) for text in guides().values()
+             for m in re.finditer(rf"^#{{1,2}} {re.escape(title)}\n(.*?)(?=^#{{1,2}} |\Z)", text, re.M | re.S)]
+    assert found, f"no section '{title}' in the README or docs/"
+    return "\n".join(found)
+
+
+def subsection(title: str) -> str:
+    "The text of the one `### title` section in the README or docs/, up to the next heading of level 1 to 3."
+    found = [m.group(1) for text in guides().values()
+             for m in re.finditer(rf"^### {re.escape(title)}\n(.*?)(?=^#{{1,3}} |\Z)", text, re.M | re.S)]
+    assert len(found) == 1, f"expected one section '### {title}' in the README and docs/, found {len(found)}"
+    return found[0]
+
+
+def blocks(text: str, lang: str | None = None) -> list[str]:
+    "Fenced code blocks of `text` (only those tagged `lang`, when given)."
+    return [b for tag, b in re.findall(r"^```(\w*)\n(.*?)^```", text, re.M | re.S) if lang is None or tag == lang]

@@ -527,7 +527,7 @@ def test_readme_whatif_example(model_dir):
     import re, shlex
     from churn_deploy.offers import whatif
     from churn_deploy.predict import load_model
-    from test_readme import blocks, section
+    from support import blocks, section
     text = section("The retention desk")
     (curl,) = [b for b in blocks(text, "bash") if "/whatif" in b]
     body = json.loads(shlex.split(curl.replace("\\\n", " "))[-1])
@@ -551,7 +551,7 @@ def test_readme_whatif_example(model_dir):
 def test_readme_campaign_example(tmp_path, data_csv, model_dir):
     "The README's churn_campaign commands, run as written in a directory holding the data, print what it shows."
     import shlex
-    from test_readme import blocks, section
+    from support import blocks, section
     text = section("The retention desk")
     (commands,) = [b for b in blocks(text, "bash") if "churn_campaign" in b]
     cut, run_line = [l.split("#")[0].strip() for l in commands.strip().splitlines()]
@@ -578,7 +578,7 @@ def test_readme_profit_figures(data_csv, model_dir):
     from churn_deploy.campaign import CONTACT_COST, HORIZON_MONTHS, campaign_table, strategy_totals, strategy_weights
     from churn_deploy.predict import load_model
     from churn_deploy.train import split_data, to_records
-    from test_readme import section
+    from support import section
     test = split_data(load_churn_data(data_csv)).test
     table = campaign_table(load_model(model_dir), to_records(test), test.monthlycharges * HORIZON_MONTHS, CONTACT_COST,
                            outcomes=test.churn)
@@ -592,7 +592,7 @@ def test_readme_profit_figures(data_csv, model_dir):
 
 def test_readme_screenshot():
     "The README shows the page: a committed PNG, small, and not blank."
-    from test_readme import section
+    from support import section
     assert "](docs/desk.png)" in section("The retention desk")
     png = (ROOT / "docs" / "desk.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 300_000, len(png)

@@ -7,36 +7,10 @@ import json, os, re, shutil, subprocess
 import pytest
 
 from conftest import BIN, HEADER, ROOT, ROW, script
+from support import blocks, guides, section, subsection  # shared with other test modules
 
 README = (ROOT / "README.md").read_text()
 README_MAX_LINES = 300  # issue 17: the README is a front page; the rest lives in the guides it links
-
-
-def guides() -> dict[str, str]:
-    "The README and every guide page in docs/: the texts a reader follows, by path."
-    return {"README.md": README, **{f"docs/{p.name}": p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}}
-
-
-def section(title: str) -> str:
-    """The text of the section titled `title` (a heading of level 1 or 2, up to the next such heading), in every page
-    that has one, README first: a section the README keeps short continues in its guide."""
-    found = [m.group(1) for text in guides().values()
-             for m in re.finditer(rf"^#{{1,2}} {re.escape(title)}\n(.*?)(?=^#{{1,2}} |\Z)", text, re.M | re.S)]
-    assert found, f"no section '{title}' in the README or docs/"
-    return "\n".join(found)
-
-
-def subsection(title: str) -> str:
-    "The text of the one `### title` section in the README or docs/, up to the next heading of level 1 to 3."
-    found = [m.group(1) for text in guides().values()
-             for m in re.finditer(rf"^### {re.escape(title)}\n(.*?)(?=^#{{1,3}} |\Z)", text, re.M | re.S)]
-    assert len(found) == 1, f"expected one section '### {title}' in the README and docs/, found {len(found)}"
-    return found[0]
-
-
-def blocks(text: str, lang: str | None = None) -> list[str]:
-    "Fenced code blocks of `text` (only those tagged `lang`, when given)."
-    return [b for tag, b in re.findall(r"^```(\w*)\n(.*?)^```", text, re.M | re.S) if lang is None or tag == lang]
 
 
 def git(*args, cwd, **kw) -> subprocess.CompletedProcess:
