@@ -174,6 +174,7 @@ def clean_category(value: str) -> str:
     "The course's cleaning of a categorical value: lower case, spaces to underscores."
     return value.lower().replace(" ", "_")
 
+# %% ../nbs/00_data.ipynb #ec4b0277
 def _lower_snake(s: pd.Series) -> pd.Series:
     import pandas as pd
     codes, uniques = pd.factorize(s)  # clean each distinct value once, not each row

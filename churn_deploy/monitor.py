@@ -17,8 +17,8 @@ from fastcore.script import Param, anno_parser
 
 from .data import FEATURES, ChurnDataError, check_raw, clean, read_raw
 from .drift import SCORE, bucket_labels, customer_hash, drift_of, profile, reference_proportions
-from .outcomes import (EXIT_FAIL, EXIT_OK, EXIT_WARN, MonitorError, is_log, join_outcomes, log_key, monitor_settings,
-                                   parse_time, read_outcomes, read_prediction_log, read_predictions)
+from .outcomes import (EXIT_FAIL, EXIT_OK, EXIT_WARN, MonitorError, Predicted, is_log, join_outcomes, log_key,
+                                   monitor_settings, parse_time, read_outcomes, read_prediction_log, read_predictions)
 from .predict import ChurnModel, ModelError, load_model, read_metadata
 from .registry import is_legacy, read_registry, version_dir
 
@@ -28,9 +28,9 @@ if TYPE_CHECKING: import pandas as pd
 from .drift import PSI_EPS, bucket_of, prediction_record, psi  # noqa: F401
 
 # %% auto #0
-__all__ = ['AUC_DROP', 'COMMANDS', 'ModelVersions', 'drift_of_frame', 'shift_numeric', 'double_category', 'DriftGroup',
-           'drift_groups', 'drift_status', 'bucket_names', 'report_template', 'check_drift', 'check_performance',
-           'churn_monitor']
+__all__ = ['AUC_DROP', 'QUALITY_COLUMNS', 'COMMANDS', 'ModelVersions', 'drift_of_frame', 'shift_numeric', 'double_category',
+           'DriftGroup', 'drift_groups', 'drift_status', 'bucket_names', 'report_template', 'check_drift',
+           'version_quality', 'check_performance', 'churn_monitor']
 
 # %% ../nbs/05_monitor.ipynb #50dc7451
 class ModelVersions:
@@ -273,37 +273,16 @@ def _calibration_plot(path: Path, title: str, y, p, bins: int = 10):
 
 def _ci(t, nd: int = 3) -> str: return "–" if t[0] != t[0] else f"{t[0]:.{nd}f} ({t[1]:.{nd}f}–{t[2]:.{nd}f})"
 
-# %% ../nbs/05_monitor.ipynb #e1f8d660
-def check_performance(predictions: str | Path, # A prediction log, or a CSV written by churn_score
-                      outcomes: str | Path, # CSV: customer id, churned (0/1 or yes/no), date
-                      horizon_days: int = 90, # Days after a prediction in which its outcome counts
-                      model: str | Path | None = None, # Model directory or registry, for each version's test AUC
-                      min_labels: int = 200, # Fewer labels than this never alert
-                      key_secret: str | None = None, # The prediction-log secret
-                      report: str | Path | None = None, # A .md or .html report to write, calibration plots beside it
-                      scored_at: str | None = None, # When a scored CSV was scored (default: its modification time)
-                     ) -> tuple[int, str]:
-    "Live AUC, Brier and calibration of each model version from outcomes, and a challenger's live A/B: (exit code, the printed table)."
-    from churn_deploy.abtest import ab_readout, challengers  # lazy while observe imports this module (issue 17): to the top once it imports drift
-    from churn_deploy.evaluate import RESAMPLES, rate_interval, with_intervals
-    if horizon_days < 0: raise MonitorError(f"--horizon_days must be 0 or more (got {horizon_days})")
-    if min_labels < 1: raise MonitorError(f"--min_labels must be at least 1 (got {min_labels})")
-    if report is not None: rep, plots, as_html = _report_paths(report)
-    versions = ModelVersions(model) if model is not None else None
-    try: at = parse_time(scored_at) if scored_at else None
-    except ValueError: raise MonitorError(f"--scored_at {scored_at!r} is not an ISO date or time") from None
-    kind, preds = read_predictions(predictions, versions.champion if versions else "unknown", at)
-    if not preds: raise MonitorError(f"{predictions}: no predictions")
-    outs = read_outcomes(outcomes)
-    if kind == "log":
-        if not any(p.key for p in preds):
-            raise MonitorError(f"{predictions}: no record has a customer (the service logs one only for requests with X-Customer-Id, "
-                               "with CHURN_PREDICTION_LOG_KEY set)")
-        secret = log_key(key_secret)
-        if not secret: raise MonitorError("the log's customers are keyed hashes: give --key_secret or set CHURN_PREDICTION_LOG_KEY")
-        outs = [(customer_hash(c, secret), d, y) for c, d, y in outs]
-    labels = join_outcomes(preds, outs, horizon_days)
-    head = ["version", "predictions", "matched", "match rate", "churned", "AUC", "test AUC", "Brier", "calibration error", "status"]
+# %% ../nbs/05_monitor.ipynb #62231bb9
+QUALITY_COLUMNS = ("version", "predictions", "matched", "match rate", "churned", "AUC", "test AUC", "Brier", "calibration error", "status")
+
+def version_quality(preds: list[Predicted], # The predictions, in the log's order
+                    labels: list[int | None], # Each one's outcome (`join_outcomes`)
+                    versions: ModelVersions | None, # The model directory, for each version's test AUC
+                    min_labels: int, # Fewer labels than this never alert
+                   ) -> tuple[list[list[str]], int, list[tuple]]:
+    "One row of `QUALITY_COLUMNS` per model version (first seen first), the exit code (3 if a version's AUC fell), and what to plot."
+    from churn_deploy.evaluate import rate_interval, with_intervals  # lazy while observe imports this module (issue 17): to the top once it imports drift
     rows, code, plots_to_draw = [], EXIT_OK, []
     for v in sorted({p.version for p in preds}, key=lambda v: min(p.time for p in preds if p.version == v)):
         idx = [i for i, p in enumerate(preds) if p.version == v]
@@ -321,6 +300,40 @@ def check_performance(predictions: str | Path, # A prediction log, or a CSV writ
         rows.append([v, f"{len(idx):,}", f"{len(lab):,}", _ci(rate_interval(len(lab), len(idx))), f"{sum(y):,}",
                      _ci(m["auc"]), "–" if test_auc is None else f"{test_auc:.3f}", _ci(m["brier"]), _ci(m["ece"]), status])
         if lab: plots_to_draw.append((v, y, p, m))
+    return rows, code, plots_to_draw
+
+# %% ../nbs/05_monitor.ipynb #e1f8d660
+def check_performance(predictions: str | Path, # A prediction log, or a CSV written by churn_score
+                      outcomes: str | Path, # CSV: customer id, churned (0/1 or yes/no), date
+                      horizon_days: int = 90, # Days after a prediction in which its outcome counts
+                      model: str | Path | None = None, # Model directory or registry, for each version's test AUC
+                      min_labels: int = 200, # Fewer labels than this never alert
+                      key_secret: str | None = None, # The prediction-log secret
+                      report: str | Path | None = None, # A .md or .html report to write, calibration plots beside it
+                      scored_at: str | None = None, # When a scored CSV was scored (default: its modification time)
+                     ) -> tuple[int, str]:
+    "Live AUC, Brier and calibration of each model version from outcomes, and a challenger's live A/B: (exit code, the printed table)."
+    from churn_deploy.abtest import ab_readout, challengers  # lazy while observe imports this module (issue 17): to the top once it imports drift
+    from churn_deploy.evaluate import RESAMPLES
+    if horizon_days < 0: raise MonitorError(f"--horizon_days must be 0 or more (got {horizon_days})")
+    if min_labels < 1: raise MonitorError(f"--min_labels must be at least 1 (got {min_labels})")
+    if report is not None: rep, plots, as_html = _report_paths(report)
+    versions = ModelVersions(model) if model is not None else None
+    try: at = parse_time(scored_at) if scored_at else None
+    except ValueError: raise MonitorError(f"--scored_at {scored_at!r} is not an ISO date or time") from None
+    kind, preds = read_predictions(predictions, versions.champion if versions else "unknown", at)
+    if not preds: raise MonitorError(f"{predictions}: no predictions")
+    outs = read_outcomes(outcomes)
+    if kind == "log":
+        if not any(p.key for p in preds):
+            raise MonitorError(f"{predictions}: no record has a customer (the service logs one only for requests with X-Customer-Id, "
+                               "with CHURN_PREDICTION_LOG_KEY set)")
+        secret = log_key(key_secret)
+        if not secret: raise MonitorError("the log's customers are keyed hashes: give --key_secret or set CHURN_PREDICTION_LOG_KEY")
+        outs = [(customer_hash(c, secret), d, y) for c, d, y in outs]
+    labels = join_outcomes(preds, outs, horizon_days)
+    head = list(QUALITY_COLUMNS)
+    rows, code, plots_to_draw = version_quality(preds, labels, versions, min_labels)
     what = f"{len(preds):,} predictions ({'prediction log' if kind == 'log' else 'scored CSV'} {Path(predictions).name}) " \
            f"joined with {len(outs):,} outcomes ({Path(outcomes).name}) within {horizon_days} days"
     lines = [what]

@@ -131,6 +131,7 @@ def read_metadata(model_dir: str | Path, # The model directory
         raise ModelError(f"{blob} does not match the sha256 recorded in {META_FILE}; {_retrain_hint(model_dir)}")
     return {**meta, "file_sha256": file_sha256}
 
+# %% ../nbs/02_predict.ipynb #88d0e5fa
 def load_model(model_dir: str | Path, # The model directory
                expect_sha256: str | None = None, # Refuse a model.json whose bytes have another sha256
               ) -> ChurnModel:
@@ -141,6 +142,7 @@ def load_model(model_dir: str | Path, # The model directory
     model.sha256 = meta["file_sha256"]
     return model
 
+# %% ../nbs/02_predict.ipynb #55991899
 def load_pipeline(model_dir: str | Path):
     "The pickled scikit-learn Pipeline of a model directory, unpickled only if its sha256 matches `model.json`."
     read_metadata(model_dir)  # checks model.bin against its recorded sha256 before anything is unpickled

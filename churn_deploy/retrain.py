@@ -54,6 +54,7 @@ class Holdout:
     sha256: str # `rows_sha256(df)`
     record: dict # What a candidate keeps in its holdout.json (`holdout_record`)
 
+# %% ../nbs/02b_retrain.ipynb #ea7ac7b6
 def _both_classes(df: pd.DataFrame, what: str) -> pd.DataFrame:
     churned = int(df[TARGET].sum())
     if min(churned, len(df) - churned) < MIN_PER_CLASS:
@@ -81,6 +82,7 @@ def find_source(name: str, # The file name the champion records
     raise ChurnDataError(f"the champion's holdout comes from {name} (sha256 {sha256}), which is not here: looked at "
                          f"{'; '.join(looked)}; set CHURN_DATA to that file, or pass --holdout PATH")
 
+# %% ../nbs/02b_retrain.ipynb #50b9616f
 def _read_holdout_file(d: Path, meta: dict) -> dict | None:
     "A champion's holdout.json, checked against the sha256 its model.json records; None if it has none."
     path, want = d / HOLDOUT_FILE, meta.get("artifacts", {}).get(HOLDOUT_FILE, {}).get("sha256")
@@ -113,6 +115,7 @@ def champion_holdout(meta: dict, # The champion's model.json, as `read_metadata`
     rec = holdout_record(test, path, "the course's test split of the champion's training data")
     return Holdout(test, "champion's test split", path.name, want, rec["rows_sha256"], rec)
 
+# %% ../nbs/02b_retrain.ipynb #c28675e7
 def file_holdout(path: str | Path) -> Holdout:
     "A whole CSV (raw Telco format, checked and cleaned as for training) as the holdout."
     path = find_data(path)
@@ -154,6 +157,7 @@ def month_to_month_above_two_year(model, probes: list[dict]) -> tuple[bool, str]
     gap = _scores(model, _with(probes, contract="month-to-month")) - _scores(model, _with(probes, contract="two_year"))
     return bool((gap > 0).all()), f"smallest gap {gap.min():+.4f} over {len(gap)} customers"
 
+# %% ../nbs/02b_retrain.ipynb #be462768
 def tenure_never_raises(model, probes: list[dict]) -> tuple[bool, str]:
     "At fixed monthly and total charges, a longer tenure never raises the score."
     lo, hi = PROBE_RANGES["tenure"]
@@ -161,6 +165,7 @@ def tenure_never_raises(model, probes: list[dict]) -> tuple[bool, str]:
     rise = float(np.diff(grid, axis=0).max())
     return rise <= 1e-12, f"largest change from one more month {rise:+.2e} (tenure {lo}…{hi}, {len(probes)} customers)"
 
+# %% ../nbs/02b_retrain.ipynb #fafa78b7
 def every_field_used(model, probes: list[dict]) -> tuple[bool, str]:
     "Changing any one of the 19 fields can change the score."
     base, unused = _scores(model, probes), []
@@ -169,6 +174,7 @@ def every_field_used(model, probes: list[dict]) -> tuple[bool, str]:
         if moved <= 1e-9: unused.append(f)
     return not unused, f"unused: {', '.join(unused)}" if unused else f"all {len(FEATURES)} fields move the score"
 
+# %% ../nbs/02b_retrain.ipynb #4b6a7f0f
 def every_value_learned(model, probes: list[dict] | None = None) -> tuple[bool, str]:
     "Every value of every categorical field (and every numeric field) has its own non-zero weight: none was absent from training."
     coef = model.coef
@@ -177,6 +183,7 @@ def every_value_learned(model, probes: list[dict] | None = None) -> tuple[bool, 
     n = len(NUMERICAL) + sum(1 if f in coef else len(d) for f, d in DOMAINS.items())
     return not missing, f"no weight for {', '.join(missing)}" if missing else f"all {n} weights present"
 
+# %% ../nbs/02b_retrain.ipynb #a174975f
 MAX_GENDER_SHIFT = 0.02
 
 def gender_invariant(model, probes: list[dict]) -> tuple[bool, str]:
@@ -184,6 +191,7 @@ def gender_invariant(model, probes: list[dict]) -> tuple[bool, str]:
     shift = float(np.abs(_scores(model, _with(probes, gender="female")) - _scores(model, _with(probes, gender="male"))).max())
     return shift < MAX_GENDER_SHIFT, f"largest shift {shift:.4f} (limit {MAX_GENDER_SHIFT})"
 
+# %% ../nbs/02b_retrain.ipynb #a52c0780
 def bounded_at_extremes(model, probes: list[dict]) -> tuple[bool, str]:
     "At the edges of every valid numeric range, the probability is finite and in [0, 1]."
     corners = [dict(zip(NUMERICAL, v)) for v in itertools.product(*(NUMERIC_RANGES[f] for f in NUMERICAL))]
@@ -191,6 +199,7 @@ def bounded_at_extremes(model, probes: list[dict]) -> tuple[bool, str]:
     bad = p[~(np.isfinite(p) & (p >= 0) & (p <= 1))]
     return not len(bad), f"{len(bad)} of {len(p)} out of [0, 1], e.g. {bad[0]}" if len(bad) else f"{len(p)} extreme customers in [0, 1]"
 
+# %% ../nbs/02b_retrain.ipynb #93e45458
 BEHAVIOUR_TESTS = (month_to_month_above_two_year, tenure_never_raises, every_field_used, every_value_learned,
                    gender_invariant, bounded_at_extremes)
 
@@ -278,6 +287,7 @@ def compared(value, threshold) -> tuple[str, str]:
         if a != b or value == threshold: return a, b
     return repr(value), repr(threshold)
 
+# %% ../nbs/02b_retrain.ipynb #f80840a5
 def _where(h: dict) -> str:
     "Where a report's holdout came from, in words."
     if h["source"] == "file": return f"all of `{h['file']}`"
@@ -359,6 +369,7 @@ def keep_earlier_report(dest: str | Path) -> str | None:
     if md: (dest / new["report.md"]).write_text(md)
     return new["report.md"]
 
+# %% ../nbs/02b_retrain.ipynb #543ab804
 def write_report(dest: str | Path, report: dict, curves: dict) -> Path:
     "Write report.json, report.md, roc.png and calibration.png into `dest`, keeping an earlier report as report-N.*; the Markdown's path."
     dest = Path(dest)
@@ -379,6 +390,7 @@ class RetrainRun:
     version_dir: Path
     converted: bool # Whether a one-version model directory was turned into a registry
 
+# %% ../nbs/02b_retrain.ipynb #160760bb
 def _register(root: Path, src: Path, cand: ChurnModel) -> str:
     "Register the candidate in `src`; the version it is registered under."
     reg = read_registry(root)
@@ -404,6 +416,7 @@ def unique_ids(df: pd.DataFrame, file: str) -> pd.DataFrame:
     lines = (np.flatnonzero((df[ID] == first).to_numpy()) + 2).tolist()
     raise ChurnDataError(f"{file}: customer id {first!r} is on lines {', '.join(map(str, lines))}; a monthly export has one row per customer")
 
+# %% ../nbs/02b_retrain.ipynb #04754db8
 def retrain(data: str | Path, # The new data: a CSV in the raw Telco format
             models: str | Path | None = None, # The registry (default: `Settings.model_dir`)
             holdout: str | Path | None = None, # A CSV to hold out instead of the champion's test split

@@ -182,6 +182,7 @@ def rows_sha256(df: pd.DataFrame) -> str:
     "sha256 of cleaned rows (id, features, target, in order), whatever the file's formatting."
     return canonical_sha256(df[COLUMNS].to_dict(orient="records"))
 
+# %% ../nbs/01_train.ipynb #b54dbd39
 def holdout_record(df: pd.DataFrame, # The holdout's cleaned rows, in their order
                    source: str | Path, # The CSV they come from
                    selected_by: str, # How they were chosen, in words
@@ -191,6 +192,7 @@ def holdout_record(df: pd.DataFrame, # The holdout's cleaned rows, in their orde
             "rows": len(df), "churned": int(df[TARGET].sum()), "rows_sha256": rows_sha256(df),
             "customer_ids": df[ID].tolist()}
 
+# %% ../nbs/01_train.ipynb #2e9de5bf
 def save_model(res: TrainResult, out: str | Path, data_path: str | Path | None = None,
                holdout: dict | None = None, # The frozen holdout to keep (default: the test split of `data_path`)
               ) -> dict:
