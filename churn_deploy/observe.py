@@ -120,8 +120,9 @@ class _RecordStream(_CountingErrors, logging.StreamHandler):
     def emit_many(self, records: list):
         "Write `records` as one string and flush once; a failure loses (and counts) all of them."
         try:
-            t = self.terminator
-            self.stream.write("".join([self.format(r) + t for r in records]))
+            if type(self.formatter) is _StdoutJson: text = b"".join([_stdout_line(r) for r in records]).decode()
+            else: text = "".join([self.format(r) + self.terminator for r in records])
+            self.stream.write(text)
             self.flush()
         except Exception: self.handleError(records[0], len(records))
         else:
@@ -154,7 +155,7 @@ class _RecordFile(_CountingErrors, logging.Handler):
 
     def emit(self, record):
         try:
-            data = orjson.dumps(record.prediction, option=orjson.OPT_APPEND_NEWLINE)
+            data = record.line
             if self.fd is None: self._open()  # after a failed rotation
             if self._full(len(data)): self._rotate(); self._open()
             self._append(data)
@@ -164,7 +165,7 @@ class _RecordFile(_CountingErrors, logging.Handler):
 
     def emit_many(self, records: list):
         "Append `records` with one `os.write` for each run between rotations; after a failure, the rest one by one as `emit` does."
-        lines, i = [orjson.dumps(r.prediction, option=orjson.OPT_APPEND_NEWLINE) for r in records], 0
+        lines, i = [r.line for r in records], 0
         try:
             while i < len(lines):
                 if self.fd is None: self._open()
@@ -318,13 +319,23 @@ class PredictionLog:
             except queue.Full: self.dropped += 1
 
 class _Pending:
-    "A queued record: what the sinks and their formatter read (`.prediction`), without a `LogRecord`'s cost."
-    __slots__ = ("prediction",)
+    "A queued record: the record (`.prediction`) and its JSONL line, serialized once on the request path; no `LogRecord`."
+    __slots__ = ("prediction", "line")
     levelno, name = logging.INFO, "churn.predictions"
-    def __init__(self, prediction: dict): self.prediction = prediction
+    def __init__(self, prediction: dict):
+        self.prediction, self.line = prediction, orjson.dumps(prediction, option=orjson.OPT_APPEND_NEWLINE)
 
 class _StdoutJson(logging.Formatter):
     "The record with level, logger and message, like the service's JSON log lines."
     def format(self, record):
         return orjson.dumps({"time": record.prediction["time"], "level": "INFO", "logger": "churn.predictions",
                              "message": "prediction", **record.prediction}).decode()
+
+_TIME, _LABELS = b'{"time":"', b'"level":"INFO","logger":"churn.predictions","message":"prediction",'
+
+def _stdout_line(record) -> bytes:
+    "`_StdoutJson`'s line and a newline, spliced from the JSONL line: the labels go in after the time, which comes first."
+    line = record.line
+    if not line.startswith(_TIME): return (_StdoutJson().format(record) + "\n").encode()
+    cut = line.index(b'",', len(_TIME)) + 2
+    return line[:cut] + _LABELS + line[cut:]

@@ -9,7 +9,8 @@ import pytest
 from churn_deploy.data import SAMPLE_CUSTOMER as SAMPLE
 from conftest import ROOT
 
-FIGURES = ["in-process single prediction", "HTTP /predict throughput, 1 worker", "HTTP /predict p99 latency",
+FIGURES = ["production: HTTP /predict throughput", "production: HTTP /predict p99", "production: worker RSS",
+           "in-process single prediction", "HTTP /predict throughput, 1 worker", "HTTP /predict p99 latency",
            "cold start, spawn → first 200", "worker RSS after", "batch scoring"]
 
 BASELINE_PROBE = """
@@ -56,8 +57,16 @@ def test_bench_smoke(tmp_path, data_csv):
     for label, f in res["figures"].items():
         assert f["baseline"] > 0 and f["project"] > 0, (label, f)
     assert res["total_errors"] == 0 and all(v == 0 for v in res["errors"].values()), res["errors"]
-    assert set(res["errors"]) == {"baseline", "project", "project_2w", "project all-on", "project shadow", "project drift-off",
-                                  "project log-1.0"}, res["errors"]
+    assert set(res["errors"]) == {"baseline", "project", "project_2w", "project production", "project all-on", "project shadow",
+                                  "project drift-off", "project log-1.0"}, res["errors"]
+    # The production row comes first, and its prediction log holds one record per answered prediction in each sink (issue 18).
+    rows = [l for l in table.splitlines() if l.startswith("| ") and not l.startswith("| figure")]
+    assert rows[0].startswith("| production: HTTP /predict throughput"), rows[:2]
+    prod = res["production"]
+    assert prod["log_complete"] and prod["answered"] == prod["log_file_records"] == prod["log_stdout_records"] > 0, prod
+    for row in ("production vs the bare service", "production: prediction log records", "cold start against the floor"):
+        assert row in table, f"{row!r} missing from the table"
+    assert res["cold"]["floor"]["cold_ms"] > 0 and "compileall" in res["bytecode"], (res["cold"], res["bytecode"])
     # the shadow, monitoring and what-if rows were printed
     for row in ("shadow on (routing off)", "drift counting on", "prediction log at sample 1.0", "what-if"):
         assert row in table, f"{row!r} missing from the table"
