@@ -47,6 +47,7 @@ def score_raw(raw: pd.DataFrame, # A raw frame that passed `check_raw`
 
 # %% ../nbs/04_score.ipynb #7d4b2e90
 _TEXT = pa.large_string()  # what `read_raw`'s pandas reads each column as
+_CODES = pa.dictionary(pa.int32(), pa.string())  # the same text, each distinct value stored once
 
 def read_for_scoring(path: str | Path, # A raw Telco-format CSV
                     ) -> pd.DataFrame | None:
@@ -56,12 +57,13 @@ def read_for_scoring(path: str | Path, # A raw Telco-format CSV
         names = next(csv.reader([first.decode("utf-8")]))
     except (OSError, UnicodeDecodeError, StopIteration, csv.Error): return None
     if sorted(n.lower() for n in names) not in (sorted(COLUMNS), sorted(COLUMNS[:-1])): return None
-    try: table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, _TEXT)))
+    id_col = next(n for n in names if n.lower() == ID)
+    types = {n: _TEXT if n == id_col else _CODES for n in names}  # the reader encodes as it parses
+    try: table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
     except (OSError, pa.ArrowException): return None
     if table.column_names != names or table.num_rows == 0: return None
-    id_col = next(n for n in names if n.lower() == ID)
     ids = table.column(id_col).to_pandas(types_mapper={_TEXT: pd.StringDtype("pyarrow", na_value=np.nan)}.get)
-    raw = table.drop_columns([id_col]).to_pandas(strings_to_categorical=True)
+    raw = table.drop_columns([id_col]).combine_chunks().to_pandas()  # one dictionary per column, as a Categorical
     del table
     for n in raw.columns:
         if (col := n.lower()) in NUMERICAL:  # parse each distinct text once; NaN marks what is not a number
