@@ -159,9 +159,12 @@ class EdgeMiddleware:
                  "key_name": scope.get("churn.key"), "client": scope.get("churn.client")}
         if shadow := scope.get("churn.shadow"):  # the challenger's answer in shadow mode, under the same request id
             extra["shadow_version"], extra["shadow_probability"] = shadow
-        # as `_ACCESS.info` does, less the caller lookup (file and line of this call, which no log line shows)
-        _ACCESS.handle(_ACCESS.makeRecord(_ACCESS.name, logging.INFO, "", 0, "%s %s %s %.2fms",
-                                          (scope["method"], route, status, seconds * 1000), None, extra=extra))
+        # as `_ACCESS.info` does, less the caller lookup (file and line of this call, which no log line shows) and
+        # makeRecord's check of each extra against the record's own names (these fixed names never collide)
+        record = logging.getLogRecordFactory()(_ACCESS.name, logging.INFO, "", 0, "%s %s %s %.2fms",
+                                               (scope["method"], route, status, seconds * 1000), None)
+        record.__dict__.update(extra)
+        _ACCESS.handle(record)
 
 # %% ../nbs/03b_middleware.ipynb #ddfe053d
 class BodyLimitMiddleware:
