@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fastcore.script import anno_parser
 
+from .cli import parse
 from .config import get_settings
 from .data import COLUMNS, FEATURES, ID, TARGET, ChurnDataError, check_raw, clean, read_raw
-from .monitor import _underscored  # --contact-cost=5 -> --contact_cost=5, for fastcore's parser
 from .offers import DISCOUNT_LIMIT, DISCOUNT_MAX, OfferError, check_changes, single_offers
 from .predict import ChurnModel, ModelError, sigmoid
 from .score import check_unique_ids, scoring_model
@@ -180,7 +179,7 @@ def read_campaign_input(path: str | Path, # A raw Telco-format CSV, `Churn` opti
     "The checked and cleaned customers of `path`, with the value and cost columns (None when not asked for)."
     if not Path(path).is_file(): raise ChurnDataError(f"input {str(path)!r} is not a file")
     raw, extra = read_raw(path), {}
-    for flag, col in (("--value-column", value_column), ("--cost-column", cost_column)):
+    for flag, col in (("--value_column", value_column), ("--cost_column", cost_column)):
         if col is None: continue
         if col.lower() in COLUMNS: raise ChurnDataError(f"{flag}: {col!r} is a column of the Telco data, not an extra one")
         if col not in raw.columns: raise ChurnDataError(f"{flag}: no column {col!r} in {path}")
@@ -236,10 +235,10 @@ def _number(flag: str, text: str | None, default: float, lo: float = 0.0, hi: fl
 def _campaign_options(input: str = None, # Raw Telco-format CSV of the customers (a Churn column adds realised values)
                       budget: str = None, # Most the calls may cost in all (default 1000)
                       contact_cost: str = None, # Cost of one call with its offer (default 5)
-                      save_rate: str = None, # Chance an offer keeps a churner (default 0.3); with --value-model offer, that it is taken
+                      save_rate: str = None, # Chance an offer keeps a churner (default 0.3); with --value_model offer, that it is taken
                       horizon_months: str = None, # A customer's value: monthly charge × this many months (default 12)
                       value_column: str = None, # Or a column of the input holding each customer's value
-                      cost_column: str = None, # A column of per-customer call costs, instead of --contact-cost
+                      cost_column: str = None, # A column of per-customer call costs, instead of --contact_cost
                       offers: str = None, # Offer kinds allowed, comma-separated (default: all)
                       discount_max: str = None, # Largest discount offered, a fraction of the monthly charge (default 0.2)
                       value_model: str = None, # issue (default): p × save rate × value − cost; offer: save rate × (p − p′ − discount) × value − cost
@@ -253,26 +252,24 @@ def _campaign_options(input: str = None, # Raw Telco-format CSV of the customers
 def churn_campaign(argv: list[str] | None = None, # The arguments (default: the command line's)
                   ):
     "Plan a retention campaign: whom to call within the budget, with which offer, and what it should save."
-    parser = anno_parser(_campaign_options, prog="churn_campaign")
-    parser.error = lambda msg: sys.exit(f"churn_campaign: error: {msg}")  # one line, no usage block
-    a = vars(parser.parse_args([_underscored(x) for x in (sys.argv[1:] if argv is None else argv)]))
+    a = parse(_campaign_options, argv, prog="churn_campaign")
     input, output, value_column, cost_column, horizon_months, contact_cost = (
         a["input"], a["output"], a["value_column"], a["cost_column"], a["horizon_months"], a["contact_cost"])
     try:
         if not input: raise ChurnDataError("--input is required")
         if horizon_months is not None and value_column is not None:
-            raise ChurnDataError("give --horizon-months or --value-column, not both")
-        if cost_column is not None and contact_cost is not None: raise ChurnDataError("give --contact-cost or --cost-column, not both")
+            raise ChurnDataError("give --horizon_months or --value_column, not both")
+        if cost_column is not None and contact_cost is not None: raise ChurnDataError("give --contact_cost or --cost_column, not both")
         b = _number("--budget", a["budget"], BUDGET)
-        cost = _number("--contact-cost", contact_cost, CONTACT_COST)
-        rate = _number("--save-rate", a["save_rate"], SAVE_RATE, 0, 1, above=True)
-        horizon = _number("--horizon-months", horizon_months, HORIZON_MONTHS, 0, 1200, above=True)
-        dmax = _number("--discount-max", a["discount_max"], DISCOUNT_MAX, 0, DISCOUNT_LIMIT, above=True)
+        cost = _number("--contact_cost", contact_cost, CONTACT_COST)
+        rate = _number("--save_rate", a["save_rate"], SAVE_RATE, 0, 1, above=True)
+        horizon = _number("--horizon_months", horizon_months, HORIZON_MONTHS, 0, 1200, above=True)
+        dmax = _number("--discount_max", a["discount_max"], DISCOUNT_MAX, 0, DISCOUNT_LIMIT, above=True)
         kinds = None if a["offers"] is None else [k.strip() for k in a["offers"].split(",")]
         try: check_changes(kinds)
         except OfferError as e: raise ChurnDataError("--offers: " + str(e).split(": ", 1)[1]) from None
         vm = a["value_model"] or VALUE_MODELS[0]
-        if vm not in VALUE_MODELS: raise ChurnDataError(f"--value-model: {vm[:40]!r} is not one of {', '.join(VALUE_MODELS)}")
+        if vm not in VALUE_MODELS: raise ChurnDataError(f"--value_model: {vm[:40]!r} is not one of {', '.join(VALUE_MODELS)}")
         source = a["model"] or get_settings().model_dir
         m, used = scoring_model(source, a["version"])
         df, values, costs = read_campaign_input(input, value_column, cost_column)

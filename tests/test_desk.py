@@ -215,7 +215,7 @@ def money(s: str) -> float: return float(s.replace(",", ""))
 
 def test_campaign_on_the_real_file(tmp_path, data_csv, model_dir):
     out = tmp_path / "targets.csv"
-    r = run(script("churn_campaign"), "--input", str(data_csv), "--budget", "750", "--contact-cost", "2.5",
+    r = run(script("churn_campaign"), "--input", str(data_csv), "--budget", "750", "--contact_cost", "2.5",
             "--output", str(out), "--model", str(model_dir))
     assert r.returncode == 0, r.stderr
     from churn_deploy.predict import read_metadata
@@ -280,7 +280,7 @@ def test_campaign_value_and_cost_columns_and_offers(tmp_path, data_csv, model_di
     costs = ["4" if i % 3 else "7.5" for i in range(n)]
     path = small_file(tmp_path, data_csv, n, {"LTV": [str(500 + 25 * i) for i in range(n)], "CallCost": costs})
     out = tmp_path / "t.csv"
-    r = run(script("churn_campaign"), "--input", str(path), "--value-column", "LTV", "--cost-column", "CallCost",
+    r = run(script("churn_campaign"), "--input", str(path), "--value_column", "LTV", "--cost_column", "CallCost",
             "--budget", "31", "--offers", "contract,techsupport", "--output", str(out), "--model", str(model_dir))
     assert r.returncode == 0, r.stderr
     assert "realised" not in r.stdout and "value = LTV column" in r.stdout and "per-customer costs" in r.stdout
@@ -293,7 +293,7 @@ def test_campaign_value_and_cost_columns_and_offers(tmp_path, data_csv, model_di
         assert float(t["value"]) == 500 + 25 * i and float(t["cost"]) == float(costs[i])
     # no better set within the budget: brute force over the customers worth calling, from the plan's own values
     everyone = tmp_path / "all.csv"
-    r = run(script("churn_campaign"), "--input", str(path), "--value-column", "LTV", "--cost-column", "CallCost",
+    r = run(script("churn_campaign"), "--input", str(path), "--value_column", "LTV", "--cost_column", "CallCost",
             "--budget", "1000000", "--offers", "contract,techsupport", "--output", str(everyone), "--model", str(model_dir))
     assert r.returncode == 0, r.stderr
     worth = [(float(t["expected_net"]), float(t["cost"])) for t in read_targets(everyone)]
@@ -304,11 +304,11 @@ def test_campaign_value_and_cost_columns_and_offers(tmp_path, data_csv, model_di
 
 
 def test_campaign_offer_value_model(tmp_path, data_csv, model_dir):
-    "--value-model offer: the alternative, save rate × (p − p′ − discount) × value − cost, the offer re-scored exactly."
+    "--value_model offer: the alternative, save rate × (p − p′ − discount) × value − cost, the offer re-scored exactly."
     from churn_deploy.data import load_churn_data
     from churn_deploy.predict import load_pipeline
     path, out = small_file(tmp_path, data_csv, 40), tmp_path / "t.csv"
-    r = run(script("churn_campaign"), "--input", str(path), "--value-model", "offer", "--offers", "contract,techsupport",
+    r = run(script("churn_campaign"), "--input", str(path), "--value_model", "offer", "--offers", "contract,techsupport",
             "--budget", "50", "--output", str(out), "--model", str(model_dir))
     assert r.returncode == 0, r.stderr
     assert "net = save rate × (p − p′ − discount) × value − cost" in r.stdout.splitlines()[0], r.stdout
@@ -325,16 +325,16 @@ def test_campaign_offer_value_model(tmp_path, data_csv, model_dir):
 BAD_CAMPAIGNS = [
     (["--budget", "lots"], "--budget: 'lots' is not a number"),
     (["--budget", "-5"], "--budget: -5 is outside [0, inf]"),
-    (["--contact-cost", "nan"], "--contact-cost: nan is outside"),
-    (["--save-rate", "1.2"], "--save-rate: 1.2 is outside (0, 1]"),
-    (["--horizon-months", "0"], "--horizon-months: 0 is outside"),
-    (["--discount-max", "0.9"], "--discount-max: 0.9 is outside (0, 0.5]"),
-    (["--horizon-months", "6", "--value-column", "LTV"], "give --horizon-months or --value-column, not both"),
-    (["--contact-cost", "3", "--cost-column", "C"], "give --contact-cost or --cost-column, not both"),
+    (["--contact_cost", "nan"], "--contact_cost: nan is outside"),
+    (["--save_rate", "1.2"], "--save_rate: 1.2 is outside (0, 1]"),
+    (["--horizon_months", "0"], "--horizon_months: 0 is outside"),
+    (["--discount_max", "0.9"], "--discount_max: 0.9 is outside (0, 0.5]"),
+    (["--horizon_months", "6", "--value_column", "LTV"], "give --horizon_months or --value_column, not both"),
+    (["--contact_cost", "3", "--cost_column", "C"], "give --contact_cost or --cost_column, not both"),
     (["--offers", "contract,gender"], "--offers: unknown change 'gender'"),
-    (["--value-model", "mine"], "--value-model: 'mine' is not one of issue, offer"),
-    (["--value-column", "LTV"], "--value-column: no column 'LTV'"),
-    (["--value-column", "Tenure"], "--value-column: 'Tenure' is a column of the Telco data"),
+    (["--value_model", "mine"], "--value_model: 'mine' is not one of issue, offer"),
+    (["--value_column", "LTV"], "--value_column: no column 'LTV'"),
+    (["--value_column", "Tenure"], "--value_column: 'Tenure' is a column of the Telco data"),
     (["--colour", "red"], "unrecognized arguments: --colour red"),
 ]
 
@@ -355,7 +355,7 @@ def test_campaign_bad_files(tmp_path, model_dir):
         (["--input", str(tmp_path / "nope.csv")], "is not a file"),
         (["--input", str(tmp_path / "bad.csv")], "column 'Contract', line 3: 'Forever' is not one of month-to-month"),
         (["--input", str(tmp_path / "empty.csv")], "the file is empty"),
-        (["--input", str(tmp_path / "value.csv"), "--value-column", "LTV"], "column 'LTV', line 2: '-3' is not an amount of 0 or more"),
+        (["--input", str(tmp_path / "value.csv"), "--value_column", "LTV"], "column 'LTV', line 2: '-3' is not an amount of 0 or more"),
         (["--input", str(tmp_path / "ok.csv"), "--output", str(tmp_path / "no" / "dir" / "t.csv")], "cannot write"),
         (["--input", str(tmp_path / "ok.csv"), "--model", str(tmp_path)], "is neither a model directory"),
     ]
