@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastcore.script import Param, call_parse
+from fastcore.script import Param
+from .cli import command
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .config import META_FILE, MODEL_FILE, REGISTRY_FILE
@@ -452,7 +453,7 @@ def _table(root: Path) -> str:
 
 COMMANDS = ("list", "init", "add", "challenger", "promote", "rollback", "route", "reject", "prune")
 
-@call_parse
+@command
 def churn_models(command: Param(f"One of: {', '.join(COMMANDS)}", str),
                  arg: Param("add: a trained model DIR; challenger: a VERSION or none; promote, reject: the VERSION; "
                             "route: off, shadow or canary", str, nargs="?", opt=False) = None,
