@@ -124,14 +124,7 @@ def _too_long(where: str) -> str: return f"{where} is longer than {MAX_LINE_BYTE
 def read_raw(path: str | Path) -> pd.DataFrame:
     "Read a churn CSV with every cell as a string."
     import pandas as pd
-    try:
-        with open(path, "rb") as f: head = f.read(MAX_LINE_BYTES + 1)
-    except OSError as e: raise ChurnDataError(f"{path}: cannot read CSV: {e.strerror or e}") from None
-    if len(head) > MAX_LINE_BYTES and b"\n" not in head:  # one huge first line: never handed to the reader
-        raise ChurnDataError(f"{path}: cannot read CSV: {_too_long('line 1')}")
-    # Checked here, not left to pyarrow: after an empty file its parallel reader can abort the whole process
-    # at exit ("terminate called without an active exception"; apache/arrow#38676).
-    if not head.strip(): raise ChurnDataError(f"{path}: cannot read CSV: the file is empty")
+    check_readable(path)  # the start of the file first, without pandas (below)
     try: return pd.read_csv(path, dtype=str, keep_default_na=False, engine="pyarrow")
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
