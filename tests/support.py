@@ -2,12 +2,15 @@
 
 Test modules import from here and from conftest, never from one another.
 """
-import re, subprocess
+import json, re, subprocess, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dockerfile
+import httpx
 
+from churn_deploy.config import META_FILE
+from churn_deploy.data import SAMPLE_CUSTOMER, canonical_sha256
 from conftest import ROOT
 
 BASE_PATH = "/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -121,3 +124,71 @@ def subsection(title: str) -> str:
 def blocks(text: str, lang: str | None = None) -> list[str]:
     "Fenced code blocks of `text` (only those tagged `lang`, when given)."
     return [b for tag, b in re.findall(r"^```(\w*)\n(.*?)^```", text, re.M | re.S) if lang is None or tag == lang]
+
+
+# ---------------------------------------------------------------- from test_lifecycle.py
+
+def model_variant(src: Path, dest: Path, version: str, created_at: str, intercept_shift: float = 0.0) -> Path:
+    "A re-signed copy of a model directory under another version, its intercept shifted (a different model)."
+    dest.mkdir(parents=True)
+    meta = json.loads((src / META_FILE).read_text())
+    meta.update(version=version, created_at=created_at)
+    meta["weights"]["intercept"] += intercept_shift
+    meta["weights_sha256"] = canonical_sha256(meta["weights"])
+    meta.pop("meta_sha256")
+    meta["meta_sha256"] = canonical_sha256(meta)
+    (dest / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")  # no model.bin: serving needs only model.json
+    return dest
+
+
+class Load:
+    "A steady load: `threads` keep-alive clients, each sending /predict every `every` seconds; records (time, status, version, role)."
+    def __init__(self, url: str, threads: int = 6, every: float = 0.02):
+        self.url, self.every, self.stop, self.log = url, every, threading.Event(), []
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(threads)]
+
+    def run(self, i: int):
+        with httpx.Client(base_url=self.url, timeout=30) as c:
+            while not self.stop.is_set():
+                try:
+                    r = c.post("/predict", json=SAMPLE_CUSTOMER, headers={"X-Customer-Id": f"cust-{i}-{len(self.log) % 50}"})
+                    self.log.append((time.monotonic(), r.status_code, r.headers.get("x-model-version"), r.headers.get("x-model-role")))
+                except httpx.HTTPError as e:
+                    self.log.append((time.monotonic(), repr(e), None, None))
+                time.sleep(self.every)
+
+    def __enter__(self):
+        for t in self.threads: t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads: t.join(30)
+
+    def since(self, t: float) -> list:
+        return [x for x in self.log if x[0] >= t]
+
+
+# ---------------------------------------------------------------- a realistic next monthly export
+
+def _money(x: float) -> str:
+    "A charge written as the export writes it: up to two decimals, no trailing zeros (e.g. '29.85', '1889.5', '108')."
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def month_older(raw, # The raw Telco frame, every cell a string (`read_raw`)
+                months: int = 1, # How many months later
+                seed: int = 0, # Seed of the row order and of the churners removed
+                drop_churners: int = 0, # How many churned customers leave the export (they are gone by then)
+               ):
+    "The export `months` later: same customers, tenure + months, TotalCharges + months × MonthlyCharges (as text), rows shuffled."
+    import numpy as np, pandas as pd  # only the tests that make a month pay for them
+    rng = np.random.default_rng(seed)
+    out = raw.copy()
+    out["tenure"] = (out["tenure"].astype(int) + months).astype(str)
+    total = pd.to_numeric(out["TotalCharges"].str.strip().replace("", "0"))
+    out["TotalCharges"] = [_money(t + months * m) for t, m in zip(total, out["MonthlyCharges"].astype(float))]
+    if drop_churners:
+        gone = rng.choice(np.flatnonzero((out["Churn"] == "Yes").to_numpy()), drop_churners, replace=False)
+        out = out.drop(out.index[gone])
+    return out.iloc[rng.permutation(len(out))].reset_index(drop=True)

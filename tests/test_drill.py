@@ -12,9 +12,8 @@ import pandas as pd
 import pytest
 
 from conftest import BIN, ROOT, free_port
-from monthly import month_older
-from test_lifecycle import Load
-from test_server import server_env, stop, wait_until_up
+from conftest import server_env, stop, wait_until_up
+from support import Load, month_older
 
 RUNBOOK = ROOT / "docs" / "operations.md"
 KEY = "drill-secret-0123456789abcdef"

@@ -1,32 +1,20 @@
 """The model lifecycle with real processes: a registry served by 2 workers under a steady load; promote, rollback and a
 routing change each cause zero failed requests and show on every worker within 10 s; shadow and canary; a broken
 registry keeps the old state."""
-import json, os, shutil, threading, time
+import json, os, shutil, time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from churn_deploy.config import META_FILE
-from churn_deploy.data import SAMPLE_CUSTOMER, canonical_sha256
+from churn_deploy.data import SAMPLE_CUSTOMER
 from churn_deploy.registry import (REGISTRY_FILE, add_version, init_registry, promote, read_registry, rollback, route,
                                    set_challenger, version_dir)
 from conftest import ROOT, metric_samples, running_server, sample_value, wait_startups
+from support import Load, model_variant  # shared with other test modules
 
 POLL = "0.5"  # CHURN_REGISTRY_POLL for these servers
-
-
-def _variant(src: Path, dest: Path, version: str, created_at: str, intercept_shift: float = 0.0) -> Path:
-    "A re-signed copy of a model directory under another version, its intercept shifted (a different model)."
-    dest.mkdir(parents=True)
-    meta = json.loads((src / META_FILE).read_text())
-    meta.update(version=version, created_at=created_at)
-    meta["weights"]["intercept"] += intercept_shift
-    meta["weights_sha256"] = canonical_sha256(meta["weights"])
-    meta.pop("meta_sha256")
-    meta["meta_sha256"] = canonical_sha256(meta)
-    (dest / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")  # no model.bin: serving needs only model.json
-    return dest
 
 
 @pytest.fixture
@@ -36,36 +24,8 @@ def registry(tmp_path) -> tuple[Path, str, str]:
     shutil.copytree(ROOT / "model", root, ignore=shutil.ignore_patterns(REGISTRY_FILE))
     if not (root / REGISTRY_FILE).exists(): init_registry(root)
     first = read_registry(root).champion
-    second = add_version(root, _variant(version_dir(root, first), tmp_path / "v2", "0.2.0+intercept1", "2030-01-01T00:00:00+00:00", 1.0))
+    second = add_version(root, model_variant(version_dir(root, first), tmp_path / "v2", "0.2.0+intercept1", "2030-01-01T00:00:00+00:00", 1.0))
     return root, first, second
-
-
-class Load:
-    "A steady load: `threads` keep-alive clients, each sending /predict every `every` seconds; records (time, status, version, role)."
-    def __init__(self, url: str, threads: int = 6, every: float = 0.02):
-        self.url, self.every, self.stop, self.log = url, every, threading.Event(), []
-        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(threads)]
-
-    def run(self, i: int):
-        with httpx.Client(base_url=self.url, timeout=30) as c:
-            while not self.stop.is_set():
-                try:
-                    r = c.post("/predict", json=SAMPLE_CUSTOMER, headers={"X-Customer-Id": f"cust-{i}-{len(self.log) % 50}"})
-                    self.log.append((time.monotonic(), r.status_code, r.headers.get("x-model-version"), r.headers.get("x-model-role")))
-                except httpx.HTTPError as e:
-                    self.log.append((time.monotonic(), repr(e), None, None))
-                time.sleep(self.every)
-
-    def __enter__(self):
-        for t in self.threads: t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads: t.join(30)
-
-    def since(self, t: float) -> list:
-        return [x for x in self.log if x[0] >= t]
 
 
 def _switch(load: Load, log: Path, change, expect: set, n_workers: int = 2) -> float:
@@ -203,7 +163,7 @@ def test_a_one_version_directory_that_becomes_a_registry_is_followed_under_load(
     root = tmp_path / "model"
     shutil.copytree(ROOT / "model", root, ignore=shutil.ignore_patterns(REGISTRY_FILE))
     first = json.loads((root / META_FILE).read_text())["version"]
-    candidate = _variant(root, tmp_path / "v2", "0.2.0+intercept1", "2030-01-01T00:00:00+00:00", 1.0)
+    candidate = model_variant(root, tmp_path / "v2", "0.2.0+intercept1", "2030-01-01T00:00:00+00:00", 1.0)
     n = int(workers)
     with running_server(tmp_path / "logs", "--workers", workers, model=root, startup=60, CHURN_REGISTRY_POLL=POLL) as (url, proc, log):
         wait_startups(log, n)

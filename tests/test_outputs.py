@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HEADER, ROOT, ROW, script
-from test_cli import assert_one_line_error, run
-from test_lifecycle import _variant
+from conftest import HEADER, ROOT, ROW, assert_one_line_error, run, script
+from support import model_variant
 from churn_deploy.config import META_FILE
 from churn_deploy.registry import REGISTRY_FILE, add_version, init_registry, is_registry, read_registry, version_dir
 
@@ -82,7 +81,7 @@ def two_versions(tmp_path) -> tuple[Path, str, str]:
     shutil.copytree(ROOT / "model", root, ignore=shutil.ignore_patterns(REGISTRY_FILE))
     if not is_registry(root): init_registry(root)
     first = read_registry(root).champion
-    second = add_version(root, _variant(version_dir(root, first), tmp_path / "v2", "0.2.0+intercept1", "2030-01-01T00:00:00+00:00", 1.0))
+    second = add_version(root, model_variant(version_dir(root, first), tmp_path / "v2", "0.2.0+intercept1", "2030-01-01T00:00:00+00:00", 1.0))
     shutil.copy(version_dir(root, second) / META_FILE, root / META_FILE)  # what `churn_train --out <registry>` once left
     return root, first, second
 
