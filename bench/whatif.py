@@ -19,7 +19,7 @@ TARGET_US = 100.0  # the issue's bound for one call with the default set
 def whatif_timing(model=None, customers: list[dict] | None = None, calls: int = 2000, repeats: int = 5) -> dict:
     """µs per `whatif(model, customer)` call with the default offers: best and median of `repeats` runs over
     `calls` distinct customers (default: the committed model and the real data), and the p99 of single calls."""
-    from churn_deploy.desk import whatif
+    from churn_deploy.offers import whatif
     if model is None:
         from churn_deploy.predict import load_model
         model = load_model(ROOT / "model")

@@ -46,7 +46,8 @@ def limited_server(tmp_path_factory):
 def test_csv_in_batches_through_a_rate_limit(customers, limited_server, tmp_path):
     "Every customer answered once, in order, with the model's probability; 429s retried after Retry-After; ids safe for"
     " a spreadsheet; the prediction log holds each id's HMAC, so the batch joins to outcomes."
-    from churn_deploy.monitor import customer_hash, read_prediction_log
+    from churn_deploy.drift import customer_hash
+    from churn_deploy.outcomes import read_prediction_log
     d, ids, probs = customers
     url, plog = limited_server
     r = client("--url", url, "--api_key", KEY, "--input", d / "customers.csv", "--output", tmp_path / "answers.csv", "--batch_size", BATCH)

@@ -26,7 +26,7 @@ def test_promtool_checks_and_unit_tests_the_rules():
 
 def test_rules_use_the_offline_psi_formula():
     "The PromQL PSI clamps both shares at monitor.PSI_EPS, the constant of the offline function."
-    from churn_deploy.monitor import PSI_EPS
+    from churn_deploy.drift import PSI_EPS
     import re
     clamps = re.findall(r"clamp_min\(churn:(feature_share:1h|reference_share), ([0-9.e+-]+)\)", RULES.read_text())
     assert sorted(k for k, _ in clamps) == ["feature_share:1h"] * 2 + ["reference_share"] * 2, clamps
@@ -104,7 +104,7 @@ def query(prom: str, expr: str) -> list[dict]:
 
 @needs_prometheus
 def test_promql_psi_equals_the_offline_psi_across_three_replicas(prometheus_and_replicas, data_csv):
-    from churn_deploy.monitor import bucket_of, psi
+    from churn_deploy.drift import bucket_of, psi
     from churn_deploy.predict import load_model
     prom, urls = prometheus_and_replicas
     model = load_model(ROOT / "model")
@@ -145,7 +145,7 @@ RAW_ID = "cust-raw-4f2b9d"  # must never appear in a log: the conftest scan look
 
 
 def test_prediction_log_records_hmac_and_survives_a_failing_sink(tmp_path):
-    from churn_deploy.monitor import customer_hash
+    from churn_deploy.drift import customer_hash
     secret = "hmac-secret-for-the-tests-0123"
     logfile = tmp_path / "predictions.jsonl"
     with running_server(tmp_path / "a", CHURN_PREDICTION_LOG_SAMPLE="1", CHURN_PREDICTION_LOG_FILE=str(logfile),
