@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import secrets
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -126,8 +127,11 @@ def score_file(input: str | Path, output: str | Path, model: ChurnModel,
               ) -> int:
     "Score the raw churn CSV `input` into `output` (and a prediction log); return the number of rows."
     if not Path(input).is_file(): raise ChurnDataError(f"input {str(input)!r} is not a file")
-    raw = check_unique_ids(read_checked(input), input)
-    p = score_raw(raw, model)
+    raw = read_checked(input)
+    with ThreadPoolExecutor(1) as pool:  # Arrow hashes the ids without the GIL while numpy adds up the scores
+        unique = pool.submit(check_unique_ids, raw, input)
+        p = score_raw(raw, model)
+        raw = unique.result()  # a customer listed twice stops here, before anything is written
     id_col = next(c for c in raw.columns if c.lower() == ID)  # `customerID`, as the file spells it
     ids = pa.array(safe_column(raw[id_col]))  # Arrow's own strings when pandas holds them so: no copy
     out = pa.table({id_col: ids, "churn_probability": p, "churn": p >= model.threshold})
