@@ -156,8 +156,6 @@ def to_number(s: pd.Series, # A numeric column as read (text), or already parsed
     try: return s.astype("float64")  # fast, but all or nothing
     except (TypeError, ValueError): return pd.to_numeric(s, errors="coerce")  # NaN marks each bad cell
 
-_to_number = to_number  # the old private name, kept until score imports `to_number`
-
 # %% ../nbs/00_data.ipynb #8c5e9946
 def _first_bad(raw, col, bad) -> str:
     i = int(bad.to_numpy().nonzero()[0][0])
@@ -214,7 +212,7 @@ def clean(raw: pd.DataFrame, # A frame that passed `check_raw`
     for col in DOMAINS:
         if col == "seniorcitizen": df[col] = pd.to_numeric(df[col]).astype("int64")
         else: df[col] = _lower_snake(df[col].astype(str))
-    for col in NUMERICAL: df[col] = _to_number(df[col], col)
+    for col in NUMERICAL: df[col] = to_number(df[col], col)
     df["tenure"] = df["tenure"].astype("int64")
     if TARGET in df: df[TARGET] = (_lower_snake(df[TARGET].astype(str)) == "yes").astype("int64")
     return df[[c for c in COLUMNS if c in df]]

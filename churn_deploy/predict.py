@@ -24,8 +24,6 @@ def sigmoid(z: float) -> float:
     e = math.exp(z)  # no overflow for very negative z
     return e / (1.0 + e)
 
-_sigmoid = sigmoid  # the old private name, kept until desk imports `sigmoid`
-
 # %% ../nbs/02_predict.ipynb #c008cb85
 class ModelError(RuntimeError):
     "The model directory is missing, corrupt or does not match the code."
