@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .data import CATEGORICAL, FEATURES, NUMERICAL
-from .monitor import bucket_of, customer_hash, prediction_record
+from .drift import bucket_of, customer_hash, prediction_record
 from .registry import canary_share
 
 # %% auto #0

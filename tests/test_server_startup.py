@@ -1,5 +1,5 @@
 """`churn_serve` as a process: a bad model or bad settings stop it with one line; a fresh clone trains, then serves; workers."""
-import json, os, shutil, signal, socket, subprocess, tempfile, time
+import json, os, shutil, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import httpx
@@ -313,3 +313,18 @@ def test_churn_hash_key_hashes_a_good_key():
     r = subprocess.run([script("churn_hash_key"), "--name", "crm"], input="abcdefghijklmnopqrstu\n", capture_output=True, text=True, timeout=60)
     from churn_deploy.config import key_hash
     assert r.returncode == 0 and r.stdout.strip() == f"crm:{key_hash('abcdefghijklmnopqrstu')}", r.stdout + r.stderr
+
+
+LEAN_PROBE = """
+import sys, churn_deploy.run, churn_deploy.serve
+heavy = ("numpy", "pandas", "sklearn", "scipy", "pyarrow", "matplotlib", "churn_deploy.train", "churn_deploy.monitor",
+         "churn_deploy.outcomes", "churn_deploy.evaluate", "churn_deploy.campaign", "churn_deploy.retrain", "churn_deploy.score")
+print(" ".join(m for m in heavy if m in sys.modules))
+"""
+
+
+def test_serving_path_imports_nothing_the_first_prediction_does_not_need():
+    "churn_serve's modules load no training, reporting or data-frame code before the first request (issue 18: a lean cold start; uvicorn's own click is the floor's too)."
+    r = subprocess.run([sys.executable, "-c", LEAN_PROBE], capture_output=True, text=True, timeout=120, cwd="/")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == [], f"imported on the serving path: {r.stdout.strip()}"
