@@ -90,6 +90,7 @@ def first_duplicate(ids: pd.Series, # The customer ids, in file order
     first = ids[ids.duplicated()].iloc[0]
     return first, np.flatnonzero((ids == first).to_numpy()).tolist()
 
+# %% ../nbs/04_score.ipynb #5c2e7a19
 def _file_lines(path: str | Path, rows: list[int]) -> list[int]:
     "The file line each data row (from 0) starts on: the header is line 1; a blank line holds no row, as for `read_raw`."
     want, found, row, end = set(rows), {}, -1, 0  # row -1: the header
@@ -140,6 +141,7 @@ def score_file(input: str | Path, output: str | Path, model: ChurnModel,
     if prediction_log is not None: write_prediction_log(prediction_log, raw, p, model, secret)
     return len(raw)
 
+# %% ../nbs/04_score.ipynb #4a7c3d90
 @call_parse
 def churn_score(input: str = None, # Raw Telco-format CSV to score (the Churn column may be absent)
                 output: str = None, # CSV to write: customerID, churn_probability, churn
@@ -150,6 +152,7 @@ def churn_score(input: str = None, # Raw Telco-format CSV to score (the Churn co
                ):
     "Score every customer of a CSV file."
     if not (input and output): sys.exit("churn_score: error: --input and --output are both required")
+    pa.set_memory_pool(pa.system_memory_pool())  # a one-shot process: malloc costs the kernel less than mimalloc's page resets
     try:
         secret = log_key(key_secret) if prediction_log else None
         source = model or get_settings().model_dir
