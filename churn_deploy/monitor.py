@@ -13,10 +13,14 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING
 
+import numpy as np
 from fastcore.script import Param, anno_parser
+from matplotlib.figure import Figure
 
+from .abtest import ab_readout, challengers
 from .data import FEATURES, ChurnDataError, check_raw, clean, read_raw
 from .drift import SCORE, bucket_labels, customer_hash, drift_of, profile, reference_proportions
+from .evaluate import RESAMPLES, rate_interval, with_intervals
 from .outcomes import (EXIT_FAIL, EXIT_OK, EXIT_WARN, MonitorError, Predicted, is_log, join_outcomes, log_key,
                                    monitor_settings, parse_time, read_outcomes, read_prediction_log, read_predictions)
 from .predict import ChurnModel, ModelError, load_model, read_metadata
@@ -24,7 +28,7 @@ from .registry import is_legacy, read_registry, version_dir
 
 if TYPE_CHECKING: import pandas as pd
 
-# Moved to drift and outcomes (issue 17); imported here only until observe, score and tests/test_prometheus import them from there
+# Moved to drift (issue 17); imported here only until score and tests/test_prometheus import them from there
 from .drift import PSI_EPS, bucket_of, prediction_record, psi  # noqa: F401
 
 # %% auto #0
@@ -92,7 +96,6 @@ def double_category(df: pd.DataFrame, # Cleaned customers
                     seed: int = 0, # Which other rows are relabelled
                    ) -> pd.DataFrame:
     "A copy of `df` where `value` has twice `share` of the rows, by relabelling random rows of other categories."
-    import numpy as np  # lazy while observe imports this module (issue 17): to the top once it imports drift
     share = (df[feature] == value).mean() if share is None else share
     target, have = round(2 * share * len(df)), int((df[feature] == value).sum())
     others = np.flatnonzero((df[feature] != value).to_numpy())
@@ -155,7 +158,6 @@ def bucket_names(feature: str, reference: dict) -> list[str]:
 # %% ../nbs/05_monitor.ipynb #b9aa8f5a
 def _bars(path: Path, title: str, names: list[str], series: dict[str, list[float]]):
     "A grouped bar chart of shares per bucket, saved as a PNG."
-    from matplotlib.figure import Figure  # lazy while observe imports this module (issue 17): to the top once it imports drift
     fig = Figure(figsize=(max(4.0, 0.55 * len(names) + 1.5), 3.2), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(series)
@@ -256,8 +258,6 @@ AUC_DROP = 0.05  # the alert: live AUC more than this below the model's recorded
 
 def _calibration_plot(path: Path, title: str, y, p, bins: int = 10):
     "Observed against predicted churn rate per probability bin, with the diagonal."
-    import numpy as np  # lazy while observe imports this module (issue 17): to the top once it imports drift
-    from matplotlib.figure import Figure
     p, y = np.asarray(p, float), np.asarray(y, float)
     b = np.minimum((p * bins).astype(int), bins - 1)
     n, obs, pred = np.bincount(b, minlength=bins), np.bincount(b, y, bins), np.bincount(b, p, bins)
@@ -282,7 +282,6 @@ def version_quality(preds: list[Predicted], # The predictions, in the log's orde
                     min_labels: int, # Fewer labels than this never alert
                    ) -> tuple[list[list[str]], int, list[tuple]]:
     "One row of `QUALITY_COLUMNS` per model version (first seen first), the exit code (3 if a version's AUC fell), and what to plot."
-    from churn_deploy.evaluate import rate_interval, with_intervals  # lazy while observe imports this module (issue 17): to the top once it imports drift
     rows, code, plots_to_draw = [], EXIT_OK, []
     for v in sorted({p.version for p in preds}, key=lambda v: min(p.time for p in preds if p.version == v)):
         idx = [i for i, p in enumerate(preds) if p.version == v]
@@ -313,8 +312,6 @@ def check_performance(predictions: str | Path, # A prediction log, or a CSV writ
                       scored_at: str | None = None, # When a scored CSV was scored (default: its modification time)
                      ) -> tuple[int, str]:
     "Live AUC, Brier and calibration of each model version from outcomes, and a challenger's live A/B: (exit code, the printed table)."
-    from churn_deploy.abtest import ab_readout, challengers  # lazy while observe imports this module (issue 17): to the top once it imports drift
-    from churn_deploy.evaluate import RESAMPLES
     if horizon_days < 0: raise MonitorError(f"--horizon_days must be 0 or more (got {horizon_days})")
     if min_labels < 1: raise MonitorError(f"--min_labels must be at least 1 (got {min_labels})")
     if report is not None: rep, plots, as_html = _report_paths(report)
