@@ -28,8 +28,8 @@ from .registry import is_legacy, read_registry, version_dir
 
 if TYPE_CHECKING: import pandas as pd
 
-# Moved to drift (issue 17); imported here only until score and tests/test_prometheus import them from there
-from .drift import PSI_EPS, bucket_of, prediction_record, psi  # noqa: F401
+# Moved to drift (issue 17); imported here only until 07_load's notebook imports it from there (with drift_of and profile)
+from .drift import UNKNOWN  # noqa: F401
 
 # %% auto #0
 __all__ = ['AUC_DROP', 'QUALITY_COLUMNS', 'COMMANDS', 'ModelVersions', 'drift_of_frame', 'shift_numeric', 'double_category',
