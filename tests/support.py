@@ -2,16 +2,17 @@
 
 Test modules import from here and from conftest, never from one another.
 """
-import json, re, subprocess, threading, time
+import json, re, subprocess, tempfile, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dockerfile
 import httpx
+import pytest
 
 from churn_deploy.config import META_FILE
 from churn_deploy.data import SAMPLE_CUSTOMER, canonical_sha256
-from conftest import ROOT
+from conftest import ROOT, free_port, script, server_env, stop
 
 BASE_PATH = "/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 "PATH of the official python images, what `$PATH` expands to in their ENV."
@@ -192,3 +193,38 @@ def month_older(raw, # The raw Telco frame, every cell a string (`read_raw`)
         gone = rng.choice(np.flatnonzero((out["Churn"] == "Yes").to_numpy()), drop_churners, replace=False)
         out = out.drop(out.index[gone])
     return out.iloc[rng.permutation(len(out))].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- from test_server_startup.py
+
+SERVE_ERROR = "churn_serve: error: "
+
+
+def serve(model: Path | None, *args: str, timeout: float = 60, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    "Run churn_serve (in `cwd`) until it exits; fail at once if it serves /health instead, or is still running after `timeout`."
+    port = free_port()
+    cmd = [script("churn_serve"), *(["--model", str(model)] if model is not None else []), "--host", "127.0.0.1", "--port", str(port), *args]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=server_env(**env), start_new_session=True, cwd=cwd)
+        deadline, served = time.monotonic() + timeout, False
+        while proc.poll() is None and time.monotonic() < deadline and not served:
+            time.sleep(0.2)
+            try: served = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+            except httpx.TransportError: pass
+        stop(proc)
+        err.seek(0), out.seek(0)
+        stderr = err.read().decode(errors="replace")
+        if served: pytest.fail(f"churn_serve started serving instead of exiting:\n{stderr}")
+        if time.monotonic() >= deadline: pytest.fail(f"churn_serve was still running after {timeout} s:\n{stderr}")
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read().decode(errors="replace"), stderr)
+
+
+def assert_serve_error(r: subprocess.CompletedProcess, *needles: str) -> str:
+    "Non-zero exit; stderr ends with one `churn_serve: error:` line holding `needles`; no traceback anywhere."
+    assert r.returncode != 0, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert lines and lines[-1].startswith(SERVE_ERROR), r.stderr
+    assert sum(l.startswith(SERVE_ERROR) for l in lines) == 1, r.stderr
+    for n in needles: assert n in lines[-1], (n, lines[-1])
+    return lines[-1]

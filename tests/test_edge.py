@@ -12,8 +12,8 @@ from conftest import ROOT, free_port
 from churn_deploy.api import CUSTOMER_BODY_LIMIT
 from churn_deploy.config import Settings, key_hash
 from churn_deploy.data import SAMPLE_CUSTOMER
-from test_server import assert_error, metric_samples, running_server, sample_value
-from test_server_startup import assert_one_line_error, serve
+from conftest import assert_error, metric_samples, raw, running_server, sample_value
+from support import assert_serve_error, serve
 
 JSON = {"content-type": "application/json"}
 CRM, WEB = "crm-key-6f1d0c9a2b7e", "web-key-3a8e5d2c9b4f"
@@ -27,17 +27,6 @@ def vm_hwm_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"): return int(line.split()[1]) / 1024
     raise AssertionError("no VmHWM")
-
-
-def raw(port: int, data: bytes, wait: float = 10.0) -> bytes:
-    "Send raw bytes on a new connection; return what the server sends until it closes or `wait` passes."
-    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
-        s.sendall(data)
-        out = b""
-        try:
-            while chunk := s.recv(65536): out += chunk
-        except (socket.timeout, ConnectionResetError): pass
-        return out
 
 
 def port_of(url: str) -> int: return int(url.rsplit(":", 1)[1])
@@ -175,7 +164,7 @@ def metric_samples_with_key(c: httpx.Client):
                          ids=["16 spaces", "24 tabs", "hash of 16 spaces", "trailing newline"])
 def test_blank_api_key_refused_at_start(env):
     "A key of only whitespace passes a length check but is no secret; one with whitespace at an end no client can send."
-    line = assert_one_line_error(serve(ROOT / "model", **env), "whitespace")
+    line = assert_serve_error(serve(ROOT / "model", **env), "whitespace")
     assert ("api_keys" if "CHURN_API_KEYS" in env else "api_key") in line, line
 
 

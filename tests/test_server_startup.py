@@ -8,39 +8,8 @@ import pytest
 from conftest import script
 from churn_deploy.data import SAMPLE_CUSTOMER, canonical_sha256
 from conftest import free_port
-from test_server import running_server, server_env, stop, wait_startups
-
-PREFIX = "churn_serve: error: "
-
-
-def serve(model: Path | None, *args: str, timeout: float = 60, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
-    "Run churn_serve (in `cwd`) until it exits; fail at once if it serves /health instead, or is still running after `timeout`."
-    port = free_port()
-    cmd = [script("churn_serve"), *(["--model", str(model)] if model is not None else []), "--host", "127.0.0.1", "--port", str(port), *args]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=server_env(**env), start_new_session=True, cwd=cwd)
-        deadline, served = time.monotonic() + timeout, False
-        while proc.poll() is None and time.monotonic() < deadline and not served:
-            time.sleep(0.2)
-            try: served = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-            except httpx.TransportError: pass
-        stop(proc)
-        err.seek(0), out.seek(0)
-        stderr = err.read().decode(errors="replace")
-        if served: pytest.fail(f"churn_serve started serving instead of exiting:\n{stderr}")
-        if time.monotonic() >= deadline: pytest.fail(f"churn_serve was still running after {timeout} s:\n{stderr}")
-        return subprocess.CompletedProcess(cmd, proc.returncode, out.read().decode(errors="replace"), stderr)
-
-
-def assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
-    "Non-zero exit; stderr ends with one `churn_serve: error:` line holding `needles`; no traceback anywhere."
-    assert r.returncode != 0, r.stderr
-    assert "Traceback" not in r.stderr, r.stderr
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert lines and lines[-1].startswith(PREFIX), r.stderr
-    assert sum(l.startswith(PREFIX) for l in lines) == 1, r.stderr
-    for n in needles: assert n in lines[-1], (n, lines[-1])
-    return lines[-1]
+from conftest import running_server, server_env, stop, wait_startups
+from support import SERVE_ERROR, assert_serve_error, serve  # shared with other test modules
 
 
 @pytest.fixture
@@ -62,23 +31,23 @@ def _edit_meta(d: Path, edit, reseal: bool = False):
 
 def test_corrupt_model_json(model_copy):
     (model_copy / "model.json").write_text("garbage{")
-    assert_one_line_error(serve(model_copy), str(model_copy / "model.json"), "not valid JSON")
+    assert_serve_error(serve(model_copy), str(model_copy / "model.json"), "not valid JSON")
 
 
 def test_binary_model_json(model_copy):
     (model_copy / "model.json").write_bytes(b"\xff\xfe\x00\x81garbage")
-    assert_one_line_error(serve(model_copy), "model.json", "not valid JSON")
+    assert_serve_error(serve(model_copy), "model.json", "not valid JSON")
 
 
 def test_model_json_not_an_object(model_copy):
     (model_copy / "model.json").write_text("[]")
-    assert_one_line_error(serve(model_copy), "model.json", "is not a JSON object")
+    assert_serve_error(serve(model_copy), "model.json", "is not a JSON object")
 
 
 def test_tampered_weights(model_copy):
     def edit(meta): meta["weights"]["coef"]["contract=two_year"] += 0.5
     _edit_meta(model_copy, edit)
-    assert_one_line_error(serve(model_copy), "metadata does not match its recorded sha256")
+    assert_serve_error(serve(model_copy), "metadata does not match its recorded sha256")
 
 
 def test_tampered_weights_with_resealed_metadata(model_copy):
@@ -87,26 +56,26 @@ def test_tampered_weights_with_resealed_metadata(model_copy):
         meta["weights"]["coef"]["contract=two_year"] += 0.5
         meta["meta_sha256"] = canonical_sha256({k: v for k, v in meta.items() if k != "meta_sha256"})
     _edit_meta(model_copy, edit)
-    assert_one_line_error(serve(model_copy), "weights do not match their recorded sha256")
+    assert_serve_error(serve(model_copy), "weights do not match their recorded sha256")
 
 
 def test_tampered_model_bin(model_copy):
     blob = bytearray((model_copy / "model.bin").read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     (model_copy / "model.bin").write_bytes(bytes(blob))
-    assert_one_line_error(serve(model_copy), str(model_copy / "model.bin"), "does not match the sha256")
+    assert_serve_error(serve(model_copy), str(model_copy / "model.bin"), "does not match the sha256")
 
 
 def test_weights_for_unknown_columns(model_copy):
     def edit(meta): meta["weights"]["coef"]["colour=red"] = 1.0
     _edit_meta(model_copy, edit, reseal=True)
-    assert_one_line_error(serve(model_copy), "unknown columns", "colour=red")
+    assert_serve_error(serve(model_copy), "unknown columns", "colour=red")
 
 
 def test_malformed_weights(model_copy):
     def edit(meta): meta["weights"]["intercept"] = "abc"
     _edit_meta(model_copy, edit, reseal=True)
-    assert_one_line_error(serve(model_copy), "weight 'intercept' is 'abc', not a finite number")
+    assert_serve_error(serve(model_copy), "weight 'intercept' is 'abc', not a finite number")
 
 
 @pytest.mark.parametrize("how", ["CHURN_DATA missing", "download refused"])
@@ -116,18 +85,18 @@ def test_no_model_and_no_data(tmp_path, how):
     empty.mkdir(), cache.mkdir()
     env = dict(CHURN_CACHE_DIR=str(cache), CHURN_DATA_URL="http://127.0.0.1:9/x.csv")
     if how == "CHURN_DATA missing": env["CHURN_DATA"] = str(tmp_path / "missing.csv")
-    line = assert_one_line_error(serve(None, cwd=tmp_path, **env), "no model in model", "training one failed")
+    line = assert_serve_error(serve(None, cwd=tmp_path, **env), "no model in model", "training one failed")
     assert (str(tmp_path / "missing.csv") if how == "CHURN_DATA missing" else "http://127.0.0.1:9/x.csv") in line
     assert list(empty.iterdir()) == [] and list(cache.iterdir()) == []  # nothing half-written
 
 
 def test_explicit_model_dir_is_never_trained(tmp_path):
     "An explicit --model or CHURN_MODEL_DIR must hold a model: a missing or empty one is an error, not a place to train."
-    assert_one_line_error(serve(tmp_path / "nowhere"), f"model directory {tmp_path / 'nowhere'} does not exist")
+    assert_serve_error(serve(tmp_path / "nowhere"), f"model directory {tmp_path / 'nowhere'} does not exist")
     (tmp_path / "empty").mkdir()
-    assert_one_line_error(serve(tmp_path / "empty"), f"no model in {tmp_path / 'empty'}")
+    assert_serve_error(serve(tmp_path / "empty"), f"no model in {tmp_path / 'empty'}")
     assert list((tmp_path / "empty").iterdir()) == []
-    assert_one_line_error(serve(None, CHURN_MODEL_DIR=str(tmp_path / "nowhere")), "does not exist")
+    assert_serve_error(serve(None, CHURN_MODEL_DIR=str(tmp_path / "nowhere")), "does not exist")
 
 
 @pytest.mark.parametrize("change, needle", [
@@ -137,22 +106,22 @@ def test_explicit_model_dir_is_never_trained(tmp_path):
 ], ids=["version relabelled", "metrics doctored", "no digest"])
 def test_edited_metadata_is_refused(model_copy, change, needle):
     _edit_meta(model_copy, change)
-    assert_one_line_error(serve(model_copy), str(model_copy / "model.json"), needle)
+    assert_serve_error(serve(model_copy), str(model_copy / "model.json"), needle)
 
 
 @pytest.mark.parametrize("weight", ["NaN", "Infinity", "not a number", None], ids=["nan", "inf", "string", "null"])
 def test_non_finite_or_non_numeric_weights_are_refused(model_copy, weight):
     value = float(weight) if weight in ("NaN", "Infinity") else weight
     _edit_meta(model_copy, lambda m: m["weights"]["coef"].__setitem__("tenure", value), reseal=True)
-    assert_one_line_error(serve(model_copy), "'tenure'", "not a finite number")
+    assert_serve_error(serve(model_copy), "'tenure'", "not a finite number")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes any file: unreadable and read-only cannot be staged")
 def test_unreadable_model_and_read_only_training_dir(model_copy, tmp_path):
     (model_copy / "model.json").chmod(0)
-    assert_one_line_error(serve(model_copy), "cannot read")
+    assert_serve_error(serve(model_copy), "cannot read")
     ro = tmp_path / "ro"; ro.mkdir(); ro.chmod(0o555)
-    assert_one_line_error(serve(None, cwd=ro), "read-only")
+    assert_serve_error(serve(None, cwd=ro), "read-only")
 
 
 # ---------------------------------------------------------------- bad settings: the same one line
@@ -165,7 +134,7 @@ def test_unreadable_model_and_read_only_training_dir(model_copy, tmp_path):
 ], ids=["--port 0", "CHURN_LOG_LEVEL loud", "CHURN_WORKERS abc", "CHURN_MAX_BATCH 0"])
 def test_bad_settings(model_dir, args, env, field):
     r = serve(model_dir, *args, **env)
-    assert_one_line_error(r, f"churn_serve: error: {field}: ")
+    assert_serve_error(r, f"churn_serve: error: {field}: ")
 
 
 def test_an_unknown_churn_variable_is_named_at_start_up(model_copy):
@@ -175,7 +144,7 @@ def test_an_unknown_churn_variable_is_named_at_start_up(model_copy):
     warning = "CHURN_WORKRES is not a setting and is ignored (did you mean CHURN_WORKERS?)"
     (line,) = [json.loads(l) for l in r.stderr.splitlines() if warning in l]
     assert line["level"] == "WARNING" and line["message"] == warning, line
-    assert_one_line_error(r, "model.json")
+    assert_serve_error(r, "model.json")
 
 
 def test_port_in_use(model_dir):
@@ -198,7 +167,7 @@ def test_unwritable_prediction_log_is_one_line(tmp_path, model_dir, workers, whe
     (tmp_path / "a-file").write_text("")
     path = tmp_path / "a-file" / "predictions.jsonl" if where == "under a file" else Path("/proc/churn-predictions.jsonl")
     r = serve(model_dir, "--workers", workers, CHURN_PREDICTION_LOG_SAMPLE="1", CHURN_PREDICTION_LOG_FILE=str(path))
-    assert_one_line_error(r, f"CHURN_PREDICTION_LOG_FILE={path}: cannot write the prediction log")
+    assert_serve_error(r, f"CHURN_PREDICTION_LOG_FILE={path}: cannot write the prediction log")
     assert "Child process" not in r.stderr and "Started parent process" not in r.stderr, r.stderr
 
 

@@ -6,7 +6,7 @@ import http.client, json, os, signal, socket, threading, time
 import pytest
 
 from churn_deploy.data import SAMPLE_CUSTOMER
-from test_server import running_server, wait_startups
+from conftest import running_server, wait_startups
 
 BODY = json.dumps(SAMPLE_CUSTOMER).encode()
 HEADERS = {"Content-Type": "application/json"}
