@@ -1,14 +1,11 @@
 """The real `churn_serve` process over HTTP: every endpoint, every error case, the API key and the size limits."""
-import hashlib, json, math, os, re, signal, subprocess, time
-from contextlib import contextmanager
-from pathlib import Path
+import hashlib, json, math, os, re
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import (ROOT, assert_error, free_port, metric_samples, running_server, sample_value, script, server_env, stop,
-                      wait_startups, wait_until_up)  # also imported from here by the other process tests, until they switch
+from conftest import ROOT, assert_error, metric_samples, running_server, sample_value
 from churn_deploy.data import FEATURES, SAMPLE_CUSTOMER
 from churn_deploy.refusals import bad_requests
 
