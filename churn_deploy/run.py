@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 
 import orjson
-from fastcore.script import call_parse
+from .cli import command
 from pydantic import ValidationError
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn import Server
@@ -208,7 +208,7 @@ def platform_port(environ=os.environ) -> int | None:
     if not (v.isascii() and v.isdigit() and 1 <= int(v) <= 65535): raise ValueError(f"PORT: expected a port number 1-65535, got {v[:20]!r}")
     return int(v)
 
-@call_parse
+@command
 def churn_serve(model: str = None, # Model directory (default: CHURN_MODEL_DIR, or ./model)
                 host: str = None, # Interface to bind (default: CHURN_HOST, or 0.0.0.0)
                 port: int = None, # Port (default: CHURN_PORT, then $PORT, then 9696)
@@ -260,7 +260,7 @@ def check_prediction_log(s: Settings):
         raise ModelError(f"{where}: its directory is not writable, so the log cannot be rotated")
 
 # %% ../nbs/03d_run.ipynb #86a9a617
-@call_parse
+@command
 def churn_hash_key(name: str = None, # Print `name:hash`, ready for CHURN_API_KEYS
                   ):
     "Read an API key from standard input and print its sha256 for CHURN_API_KEYS."
