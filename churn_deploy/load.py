@@ -21,6 +21,8 @@ from pathlib import Path
 
 from .cli import command
 from .config import PORT, get_settings
+from .predict import ModelError
+from .registry import RegistryError, resolve_model
 from .data import CATEGORICAL, InternetAddon, NUMERIC_RANGES, NUMERICAL
 
 try: import httpx  # the dev group has it; `pip install httpx` elsewhere
@@ -245,12 +247,11 @@ def prepare(url: str, # Base URL of the service
     r = _get(url, "/ready", api_key, timeout)
     if r.status_code != 200: raise LoadError(f"{url}/ready answered HTTP {r.status_code}: the service is not ready")
     if model is not None:
-        from churn_deploy.monitor import ModelVersions, MonitorError
-        from churn_deploy.predict import ModelError
-        try:
-            versions = ModelVersions(model)
-            return url, versions.champion, versions.reference(versions.champion)
-        except (ModelError, MonitorError, OSError) as e: raise LoadError(str(e)) from None
+        try: m, version = resolve_model(model)
+        except (ModelError, RegistryError, OSError) as e: raise LoadError(str(e)) from None
+        if not isinstance(m.meta.get("reference"), dict):
+            raise LoadError(f"{model}: model {version} has no reference profile (trained before monitoring)")
+        return url, version, m.meta["reference"]
     r = _get(url, "/model", api_key, timeout)
     if r.status_code == 401: raise LoadError(f"{url}/model answered HTTP 401: the service wants an API key (--api_key, or CHURN_API_KEY)")
     if r.status_code != 200: raise LoadError(f"{url}/model answered HTTP {r.status_code}; pass --model DIR to take the profile from a model directory")

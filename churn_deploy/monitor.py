@@ -14,10 +14,11 @@ from string import Template
 from typing import TYPE_CHECKING
 
 import numpy as np
-from fastcore.script import Param, anno_parser
+from fastcore.script import Param
 from matplotlib.figure import Figure
 
 from .abtest import ab_readout, challengers
+from .cli import parse
 from .data import FEATURES, ChurnDataError, check_raw, clean, read_raw
 from .drift import SCORE, bucket_labels, customer_hash, drift_of, profile, reference_proportions
 from .evaluate import RESAMPLES, rate_interval, with_intervals
@@ -29,7 +30,7 @@ from .registry import is_legacy, read_registry, version_dir
 if TYPE_CHECKING: import pandas as pd
 
 # Moved to drift (issue 17); imported here only until 07_load's notebook imports it from there (with drift_of and profile)
-from .drift import UNKNOWN  # noqa: F401
+
 
 # %% auto #0
 __all__ = ['AUC_DROP', 'QUALITY_COLUMNS', 'COMMANDS', 'ModelVersions', 'drift_of_frame', 'shift_numeric', 'double_category',
@@ -373,19 +374,10 @@ def _monitor_options(command: Param("drift or performance", str),
                     ):
     "Drift of the customers against the model's training data, and the model's live quality from outcomes."
 
-def _underscored(arg: str) -> str:
-    "--min-rows=5 -> --min_rows=5; values and other arguments unchanged."
-    if not arg.startswith("--"): return arg
-    name, eq, value = arg.partition("=")
-    return "--" + name[2:].replace("-", "_") + eq + value
-
 # %% ../nbs/05_monitor.ipynb #82228ab4
 def churn_monitor(argv: list[str] | None = None):
     "Drift of the customers against the model's training data, and the model's live quality from outcomes."
-    parser = anno_parser(_monitor_options, prog="churn_monitor")
-    parser.error = lambda msg: sys.exit(f"churn_monitor: error: {msg}")
-    a = vars(parser.parse_args([_underscored(x) for x in (sys.argv[1:] if argv is None else argv)]))
-    a.pop("pdb", None); a.pop("xtra", None)
+    a = parse(_monitor_options, argv, prog="churn_monitor")
     try:
         cmd = a["command"]
         if cmd not in COMMANDS: raise MonitorError(f"unknown command {cmd!r}; use drift or performance")

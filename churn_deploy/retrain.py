@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fastcore.script import call_parse
 from matplotlib.figure import Figure
 from pydantic import ValidationError
 from sklearn.metrics import roc_curve
@@ -41,7 +40,7 @@ __all__ = ['PROBE_RANGES', 'MAX_GENDER_SHIFT', 'BEHAVIOUR_TESTS', 'THRESHOLDS', 
            'month_to_month_above_two_year', 'tenure_never_raises', 'every_field_used', 'every_value_learned',
            'gender_invariant', 'bounded_at_extremes', 'behaviour_tests', 'gate_checks', 'decide', 'compare', 'compared',
            'report_markdown', 'keep_earlier_report', 'write_report', 'RetrainRun', 'unique_ids', 'retrain', 'summary',
-           'churn_retrain']
+           'retrain_and_report']
 
 # %% ../nbs/02b_retrain.ipynb #b3b54f95
 @dataclass
@@ -485,20 +484,16 @@ def summary(run: RetrainRun, models: str | Path) -> list[str]:
     return lines
 
 # %% ../nbs/02b_retrain.ipynb #01c43991
-@call_parse
-def churn_retrain(data: str = None, # The new data: a CSV in the raw Telco format (required)
-                  models: str = None, # The model registry (default: CHURN_MODEL_DIR, or ./model); a one-version directory is converted
-                  holdout: str = None, # A CSV (raw Telco format) to hold out instead of the champion's test split
-                  holdout_sha256: str = None, # Refuse a holdout whose rows have another sha256 (from an earlier report)
-                  promote: bool = False, # Make a passing candidate the champion at once (default: the challenger, in shadow)
-                  min_auc_diff: float = THRESHOLDS["min_auc_diff"], # Gate: least AUC difference, candidate - champion, on the holdout
-                  min_ci_low: float = THRESHOLDS["min_ci_low"], # Gate: least lower bound of its 95% paired bootstrap interval
-                  max_brier_worse: float = THRESHOLDS["max_brier_worse"], # Gate: most Brier difference, candidate - champion
-                  seed: int = 1, # Seed of the paired bootstrap (1000 resamples)
-                 ):
-    "Retrain on new data, gate the candidate against the champion on a frozen holdout, and register it as challenger or rejected."
+def retrain_and_report(data: str, # The new data: a CSV in the raw Telco format
+                       models: str | None, # The model registry (None: CHURN_MODEL_DIR, or ./model)
+                       holdout: str | None, # A CSV to hold out instead of the champion's test split
+                       holdout_sha256: str | None, # Refuse a holdout whose rows have another sha256
+                       promote: bool, # Make a passing candidate the champion at once
+                       thresholds: dict, # The gate's thresholds (`THRESHOLDS`' keys)
+                       seed: int, # Seed of the paired bootstrap
+                      ):
+    "What `churn_retrain` does once `retrain_cli` has checked its arguments: retrain, print the summary, exit with the verdict."
     models = models or str(get_settings().model_dir)
-    thresholds = {"min_auc_diff": min_auc_diff, "min_ci_low": min_ci_low, "max_brier_worse": max_brier_worse}
     try:
         if not data: raise ChurnDataError("--data NEW.csv is required")
         if bad := [k for k, v in thresholds.items() if not np.isfinite(v)]: raise ChurnDataError(f"--{bad[0]} must be a finite number")

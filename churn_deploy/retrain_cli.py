@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import sys
 
-from fastcore.script import call_parse
+from .cli import command
 
 from .data import ChurnDataError, check_readable, find_data
 
@@ -30,7 +30,7 @@ def check_arguments(data: str | None, # --data
     if seed < 0: raise ChurnDataError("--seed must be 0 or more")
 
 # %% ../nbs/02c_retrain_cli.ipynb #cfe0d8a1
-@call_parse
+@command
 def churn_retrain(data: str = None, # The new data: a CSV in the raw Telco format (required)
                   models: str = None, # The model registry (default: CHURN_MODEL_DIR, or ./model); a one-version directory is converted
                   holdout: str = None, # A CSV (raw Telco format) to hold out instead of the champion's test split
@@ -47,4 +47,4 @@ def churn_retrain(data: str = None, # The new data: a CSV in the raw Telco forma
     except ChurnDataError as e: sys.exit(f"churn_retrain: error: {e}")
     from churn_deploy import retrain  # only now: see above
     gate = {k: retrain.THRESHOLDS[k] if v is None else v for k, v in given.items()}
-    retrain.churn_retrain(data=data, models=models, holdout=holdout, holdout_sha256=holdout_sha256, promote=promote, seed=seed, **gate)
+    retrain.retrain_and_report(data, models, holdout, holdout_sha256, promote, gate, seed)

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from fastcore.script import call_parse
+from .cli import command
 
 from .config import get_settings
 from .data import (
@@ -142,7 +142,7 @@ def score_file(input: str | Path, output: str | Path, model: ChurnModel,
     return len(raw)
 
 # %% ../nbs/04_score.ipynb #4a7c3d90
-@call_parse
+@command
 def churn_score(input: str = None, # Raw Telco-format CSV to score (the Churn column may be absent)
                 output: str = None, # CSV to write: customerID, churn_probability, churn
                 model: str = None, # Model directory or registry (default: CHURN_MODEL_DIR, or ./model)

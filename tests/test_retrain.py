@@ -17,9 +17,7 @@ import pytest
 import yaml
 
 from conftest import BIN, HEADER, ROOT, ROW, script
-from test_audit_config import SHA_PIN, actionlint, check_schema
-from test_train_cli import telco_csv
-from monthly import month_older
+from support import SHA_PIN, actionlint, check_schema, month_older, telco_csv
 
 WORKFLOW = ROOT / ".github" / "workflows" / "retrain.yml"
 MODELS = ROOT / "model"

@@ -6,13 +6,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HEADER, ROW, script
-
-
-def telco_csv(churned: int, stayed: int) -> str:
-    "A valid raw Telco CSV: the first customer repeated under new ids, `churned` of them with Churn=Yes."
-    rows = [ROW.replace("7590-VHVEG", f"{i:04d}-TEST", 1).removesuffix(",No") + (",Yes" if i < churned else ",No")
-            for i in range(churned + stayed)]
-    return "\n".join([HEADER, *rows]) + "\n"
+from support import telco_csv  # shared with other test modules
 
 
 NEED = "need at least 100 rows and 25 of each class"  # the minimum the README states
