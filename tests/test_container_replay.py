@@ -518,7 +518,7 @@ def test_dockerignore_keeps_junk_out():
     "Whether or not this checkout has them: repository metadata, environments, caches, data, notebooks, test output."
     di = DockerIgnore.from_file(ROOT / ".dockerignore")
     for junk in (".git/HEAD", ".venv/bin/python", "data/WA_Fn-UseC_-Telco-Customer-Churn.csv", "churn.csv",
-                 "model/extra.csv", "nbs/00_data.ipynb", "nbs/.ipynb_checkpoints/00_data-checkpoint.ipynb",
+                 "model/extra.csv", "nbs/02_data.ipynb", "nbs/.ipynb_checkpoints/00_data-checkpoint.ipynb",
                  "churn_deploy/__pycache__/serve.cpython-312.pyc", "churn_deploy/.ipynb_checkpoints/serve-checkpoint.py",
                  "model/.ipynb_checkpoints/model-checkpoint.json", ".pytest_cache/v/cache/lastfailed", "bench/out/run.json",
                  "tests/test_ship.py", ".coverage", "_docs/index.html", ".cache/churn-deploy/x.csv", ".env"):

@@ -4,7 +4,7 @@ headless browser (Playwright driving Debian's chromium) against a live server, w
 The server is a real `churn_serve`: `create_app` adds the desk's routes and opens the page's exact paths without a key.
 Before them, fast checks without a server: the page's files (`churn_deploy/assets/`) parse and ship in the wheel,
 the desk imports no later module, and second, independent checks of two properties the notebooks also check:
-the add-on rule (`06a_offers`) and the plan's optimality (`06b_campaign`).
+the add-on rule (`13_offers`) and the plan's optimality (`27_campaign`).
 """
 import csv, io, json, os, shutil, subprocess, sys
 from contextlib import contextmanager
@@ -148,7 +148,7 @@ def test_desk_files_are_in_the_wheel(tmp_path):
 # ---------------------------------------------------------------- second checks of the notebooks' properties
 
 def test_addons_only_with_internet(model_dir):
-    """The add-on rule, checked apart from 06a_offers (which checks it on the held-out customers): on random customers
+    """The add-on rule, checked apart from 13_offers (which checks it on the held-out customers): on random customers
     over every value domain, consistent or not, an add-on is offered exactly when the customer has internet, lacks
     it, and the request allows it; never in the best pair otherwise."""
     import random
@@ -172,7 +172,7 @@ def test_addons_only_with_internet(model_dir):
 
 
 def test_plan_is_the_best_subset_by_brute_force():
-    """The plan's optimality, checked apart from 06b_campaign (its own problems, its own brute force): on small random
+    """The plan's optimality, checked apart from 27_campaign (its own problems, its own brute force): on small random
     problems, the planner's set fits the budget, is listed best first, and no subset that fits gains more."""
     import math, random
     from itertools import combinations

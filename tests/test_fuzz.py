@@ -81,7 +81,7 @@ def test_numeric_bounds(server, route, field):
 
 # ---------------------------------------------------------------- the bad-input catalogue
 
-# The catalogue of refusals (churn_deploy.refusals, 03c2_refusals) is the one table of bad requests: its hostile,
+# The catalogue of refusals (churn_deploy.refusals, 15_refusals) is the one table of bad requests: its hostile,
 # route-specific rows run here (repeated keys, escapes, huge numbers, envelopes, the limits of a default server);
 # its customer and body rows in test_server; all of it in-process in the serve notebook.
 HOSTILE = [r for r in bad_requests() if r.group == "route"]

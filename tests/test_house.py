@@ -162,3 +162,16 @@ def test_a_test_that_reads_the_data_asks_for_it():
     found = [f"{p.name}:{i}" for p in sorted(TESTS.glob("*.py")) if p.name not in ("conftest.py", "test_house.py")
              for i, line in enumerate(p.read_text().splitlines(), 1) if calls.search(line)]
     assert found == [], "tests that search for the data without the data_csv fixture (so without the data mark): " + ", ".join(found)
+
+
+def test_the_readme_lists_every_notebook_in_reading_order(layout):
+    "The front page's notebook table is the reading order: every notebook, in order, with the module it exports."
+    pairs, _ = layout
+    table = re.findall(r"^\s*\| `(\d\d_\w+\.ipynb)` \| `(\w+)\.py` \|", (ROOT / "README.md").read_text(), re.M)
+    assert table == pairs
+
+
+def test_no_module_holds_more_than_one_concern_by_size():
+    "A module over about 450 lines holds more than one concern: split its notebook."
+    sizes = {p.name: len(p.read_text().splitlines()) for p in PKG.glob("*.py") if p.stem not in GENERATED}
+    assert {n: s for n, s in sizes.items() if s > 450} == {}

@@ -36,7 +36,7 @@ def test_install_hooks_leaves_the_tree_clean(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert git("status", "--porcelain", cwd=repo, env=env).stdout == "", "nbdev_install_hooks changed the tree"
     assert git("config", "--local", "include.path", cwd=repo, env=env).stdout.strip() == "../.gitconfig"
-    attr = git("check-attr", "merge", "--", "nbs/00_data.ipynb", cwd=repo, env=env).stdout.strip()
+    attr = git("check-attr", "merge", "--", "nbs/02_data.ipynb", cwd=repo, env=env).stdout.strip()
     assert attr.endswith("merge: nbdev-merge"), attr
     merge = git("config", "merge.nbdev-merge.driver", cwd=repo, env=env).stdout
     assert merge.startswith("nbdev_merge "), merge

@@ -7,7 +7,7 @@ import pytest
 
 from churn_deploy.config import META_FILE
 from churn_deploy.data import canonical_sha256
-from churn_deploy.registry import (LOCK_FILE, REGISTRY_FILE, _relabelled, add_version, init_registry, load_served, read_registry,
+from churn_deploy.registry import (LOCK_FILE, REGISTRY_FILE, relabelled, add_version, init_registry, load_served, read_registry,
                                    reject, set_challenger, version_dir)
 from conftest import ROOT, assert_one_line_error, run, script
 
@@ -20,7 +20,7 @@ def make_registry(base: Path, extra: int = 2) -> tuple[Path, list[str]]:
     shutil.copytree(ROOT / "model", root, ignore=shutil.ignore_patterns(REGISTRY_FILE))
     if not (root / REGISTRY_FILE).exists(): init_registry(root)
     first = read_registry(root).champion
-    versions = [first] + [add_version(root, _relabelled(version_dir(root, first), base / f"src-{i}", f"0.{i + 2}.0+ops",
+    versions = [first] + [add_version(root, relabelled(version_dir(root, first), base / f"src-{i}", f"0.{i + 2}.0+ops",
                                                         f"203{i}-01-01T00:00:00+00:00")) for i in range(extra)]
     return root, versions
 
@@ -80,7 +80,7 @@ def test_root_operator_leaves_a_registry_the_service_user_reads():
         root, (first, second, third) = make_registry(base)
         for p in [root, *root.rglob("*")]: os.chown(p, SERVICE_UID, SERVICE_UID)  # the service's volume
         os.chmod(root / REGISTRY_FILE, 0o640)
-        fourth_src = _relabelled(version_dir(root, first), base / "src-4", "0.9.0+root", "2040-01-01T00:00:00+00:00")
+        fourth_src = relabelled(version_dir(root, first), base / "src-4", "0.9.0+root", "2040-01-01T00:00:00+00:00")
         os.chmod(base / "src-4", 0o700); os.chmod(base / "src-4" / META_FILE, 0o600)  # what a umask 077 leaves
         umask077 = lambda: os.umask(0o077)  # `fly ssh console` and `kubectl exec` shells are often so
         for args in (("add", str(base / "src-4")), ("challenger", "0.9.0+root"), ("promote", second)):
@@ -135,7 +135,8 @@ def test_hostile_version_names_are_refused_in_one_line(tmp_path):
 
 RACE = textwrap.dedent("""
     import json, os, sys, tempfile
-    from churn_deploy.registry import REGISTRY_FILE, churn_models
+    from churn_deploy.models import churn_models
+    from churn_deploy.registry import REGISTRY_FILE
     root, target, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     initial = open(os.path.join(root, REGISTRY_FILE), "rb").read()
     commands = (["promote", target], ["route", "canary", "--fraction", "0.2"])
@@ -253,7 +254,7 @@ def test_promote_twice_then_rollback_follows_the_previous_chain(tmp_path):
 
 
 def test_canary_assignment_is_sticky_per_caller_and_follows_the_salt(tmp_path):
-    """A second check of the canary salt, apart from 02a_registry's: a caller gets the challenger exactly when sha256(salt:caller)
+    """A second check of the canary salt, apart from 08_registry's: a caller gets the challenger exactly when sha256(salt:caller)
     falls under the fraction (recomputed here, not by canary_share), on every load and every request; a new salt reshuffles."""
     from fastapi.testclient import TestClient
     from churn_deploy.config import Settings

@@ -315,7 +315,7 @@ def test_openapi_documents_every_route_and_error(client):
 
 # ---------------------------------------------------------------- bad input: one error shape, never a 5xx
 
-# The catalogue of refusals (churn_deploy.refusals, 03c2_refusals) is the one table of bad requests: its customer and
+# The catalogue of refusals (churn_deploy.refusals, 15_refusals) is the one table of bad requests: its customer and
 # body rows run here; its hostile, route-specific rows in test_fuzz; all of it in-process in the serve notebook.
 REFUSALS = [r for r in bad_requests() if r.group in ("customer", "body")]
 

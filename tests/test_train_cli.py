@@ -66,7 +66,7 @@ def test_retraining_reproduces_committed_model(model_dir, data_csv, tmp_path):
     assert meta["meta_sha256"] == canonical_sha256(rest), "model.json's metadata was edited after training"
     epoch = int(datetime.fromisoformat(meta["created_at"]).timestamp())
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
-    env.pop("OPENBLAS_CORETYPE", None)  # churn_train picks the kernels itself (01_train, "The model directory")
+    env.pop("OPENBLAS_CORETYPE", None)  # churn_train picks the kernels itself (06_train, "The model directory")
     r = subprocess.run([script("churn_train"), "--data", str(data_csv), "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr
@@ -123,7 +123,7 @@ def test_one_huge_line_is_named(tmp_path):
 
 
 def test_sha256_pins_refuse_tampering(model_dir, tmp_path):
-    "A second check of the model's sha256 pins, apart from 02_predict: each edit of model.json or model.bin is refused."
+    "A second check of the model's sha256 pins, apart from 07_predict: each edit of model.json or model.bin is refused."
     import hashlib, shutil
     from churn_deploy.predict import ModelError, load_model, load_pipeline, read_metadata
     from churn_deploy.registry import is_legacy, read_registry, version_dir
