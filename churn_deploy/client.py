@@ -67,6 +67,7 @@ def _problem(e) -> tuple[str, str]:
     err = e.errors(include_url=False)[0]
     return str(err["loc"][0]) if err["loc"] else "", err["msg"]
 
+# %% ../nbs/24_client.ipynb #ef95e929
 def read_customers(path: str | Path) -> tuple[list[str], list[dict], list[int]]:
     "The ids, cleaned customers and file lines of a raw Telco CSV, each row checked by the service's schema."
     from pydantic import TypeAdapter, ValidationError
@@ -151,6 +152,7 @@ def _already_written(output: Path) -> set[str]:
         raise ClientError(f"{output} exists and is not churn_client's output (header: {', '.join(rows[0])[:80]}); give another --output")
     return {r[0] for r in rows[1:] if r}
 
+# %% ../nbs/24_client.ipynb #361c347e
 def _reachable(url: str, timeout: float = 10.0):
     "`ClientError` at once when nothing answers at `url` (any HTTP answer will do)."
     try: urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout).close()
@@ -158,6 +160,7 @@ def _reachable(url: str, timeout: float = 10.0):
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         raise ClientError(f"cannot reach {url}: {getattr(e, 'reason', None) or e}") from None
 
+# %% ../nbs/24_client.ipynb #d619844e
 def send_csv(url: str, # Base URL of the service
              input: str | Path, # A CSV of customers: customerID and the 19 raw Telco feature columns
              output: str | Path, # The answers' CSV: appended to, and resumed from

@@ -39,12 +39,14 @@ def key_problem(key: str, what: str = "an API key", in_header: bool = True) -> s
     if in_header and key != key.strip(): return f"{what} cannot start or end with whitespace (HTTP drops it from a header)"
     return None
 
+# %% ../nbs/00_config.ipynb #a91da53a
 @lru_cache(1)
 def _blank_hashes() -> frozenset[str]:
     "sha256 of the empty key and of runs of spaces or tabs: hashes `CHURN_API_KEYS` refuses."
     import hashlib
     return frozenset(hashlib.sha256(c.encode() * n).hexdigest() for c in " \t" for n in range(257))
 
+# %% ../nbs/00_config.ipynb #8ad791f5
 class Settings(BaseSettings):
     "Configuration of churn-deploy, read from `CHURN_*` environment variables."
     model_config = SettingsConfigDict(env_prefix="CHURN_", extra="ignore")

@@ -49,6 +49,7 @@ def _bucket_bounds(edges: list[float], i: int, floor: float) -> tuple[float, flo
         return edges[-1], edges[-1] + width
     return edges[i - 1], edges[i]
 
+# %% ../nbs/30_load.ipynb #f92f5d45
 class CustomerSampler:
     "Customers drawn from a model's reference profile, with add-ons only on internet and phone lines only on phones."
     def __init__(self, reference: dict, # `model.json["reference"]`, or `GET /model`'s
@@ -184,6 +185,7 @@ def slo_misses(report: Report, # A finished run
 # %% ../nbs/30_load.ipynb #2600330e
 class LoadError(RuntimeError): "The run could not start: a bad URL or option, or a service that is not there."
 
+# %% ../nbs/30_load.ipynb #b56ef697
 async def _send(client, slots: asyncio.Semaphore, req: Request, t0: float, rid: str) -> Outcome:
     loop = asyncio.get_running_loop()
     scheduled = t0 + req.at
@@ -196,6 +198,7 @@ async def _send(client, slots: asyncio.Semaphore, req: Request, t0: float, rid: 
         except (httpx.HTTPError, OSError) as e:
             return Outcome(req.route, None, type(e).__name__, loop.time() - scheduled, lag, 0)
 
+# %% ../nbs/30_load.ipynb #635cb5de
 async def run_plan(url: str, # Base URL of the service
                    requests: list[Request], # From `plan`
                    api_key: str | None = None, # Sent as X-API-Key
@@ -217,6 +220,7 @@ async def run_plan(url: str, # Base URL of the service
         elapsed = loop.time() - t0
         return Report(list(outcomes), elapsed, (time.process_time() - cpu0) / max(elapsed, 1e-9))
 
+# %% ../nbs/30_load.ipynb #414d5fee
 def run_sync(coro):
     "Run `coro` to the end, also from inside a running event loop (a Jupyter kernel)."
     try: asyncio.get_running_loop()
@@ -303,6 +307,7 @@ def _check_options(rate, duration, batch_share, batch_size, slo_p99_ms, slo_erro
     for ok, msg in checks:
         if not ok: raise LoadError(msg)
 
+# %% ../nbs/30_load.ipynb #6513fad4
 @command
 def churn_load(url: str = f"http://127.0.0.1:{PORT}", # Base URL of the service, e.g. https://<app>.fly.dev
                api_key: str = None, # X-API-Key to send (default: CHURN_API_KEY)

@@ -110,6 +110,7 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
         if k == b"x-request-id" and _RID.fullmatch(v): return v.decode()
     return os.urandom(8).hex()
 
+# %% ../nbs/17_middleware.ipynb #b445d87a
 class EdgeMiddleware:
     "Outermost ASGI middleware: request id, 431, nosniff, the access line, metrics and the one 500 handler."
     def __init__(self, app, metrics: ServiceMetrics, client: ClientAddress, access_log: bool = False,
@@ -267,8 +268,10 @@ class RateLimiter:
         bad = self._failed_at is not None and time.monotonic() - self._failed_at < _DEGRADED_FOR
         return {"rate_limit_storage": "degraded" if bad else "ok"}
 
+# %% ../nbs/17_middleware.ipynb #5cd8a573
 def _who(scope) -> str: return f"key:{scope['churn.key']}" if scope.get("churn.key") else f"ip:{scope.get('churn.client', '-')}"
 
+# %% ../nbs/17_middleware.ipynb #ba2225c8
 async def charge(scope, cost: int):
     "Charge `cost` more to this request's caller; a 429 `Response` when over the limit, else None."
     limiter = scope.get("churn.limiter")
@@ -276,6 +279,7 @@ async def charge(scope, cost: int):
     refused = await limiter.hit(_who(scope), cost)
     return error_response(429, refused["message"], headers=refused["headers"]) if refused else None
 
+# %% ../nbs/17_middleware.ipynb #ddbf6637
 class RateLimitMiddleware:
     "Pure ASGI middleware: charge each request 1 to its caller, 429 when over; probes, metrics and the `free_exact` paths are free."
     def __init__(self, app, limiter: RateLimiter, free_exact: tuple[str, ...] = ()):

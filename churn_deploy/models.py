@@ -35,6 +35,7 @@ def _table(root: Path) -> str:
 
 COMMANDS = ("list", "init", "add", "challenger", "promote", "rollback", "route", "reject", "prune")
 
+# %% ../nbs/09_models.ipynb #e4902e0a
 @command
 def churn_models(command: Param(f"One of: {', '.join(COMMANDS)}", str),
                  arg: Param("add: a trained model DIR; challenger: a VERSION or none; promote, reject: the VERSION; "

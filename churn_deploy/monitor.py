@@ -210,6 +210,7 @@ def _write(path: Path, text: str):
 # %% ../nbs/29_monitor.ipynb #1c946a56
 def _fmt(x, nd: int = 4) -> str: return "–" if x is None or x != x else f"{x:.{nd}f}"
 
+# %% ../nbs/29_monitor.ipynb #830afb97
 def check_drift(input: str | Path, # A prediction log (JSON lines) or a raw Telco CSV
                 model: str | Path, # A model directory or registry
                 report: str | Path | None = None, # A .md or .html report to write, plots beside it

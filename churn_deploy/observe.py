@@ -318,6 +318,7 @@ class PredictionLog:
             try: put(_Pending(rec))
             except queue.Full: self.dropped += 1
 
+# %% ../nbs/18_observe.ipynb #67fab397
 class _Pending:
     "A queued record: the record (`.prediction`) and its JSONL line, serialized once on the request path; no `LogRecord`."
     __slots__ = ("prediction", "line")
@@ -325,6 +326,7 @@ class _Pending:
     def __init__(self, prediction: dict):
         self.prediction, self.line = prediction, orjson.dumps(prediction, option=orjson.OPT_APPEND_NEWLINE)
 
+# %% ../nbs/18_observe.ipynb #6be02fb1
 class _StdoutJson(logging.Formatter):
     "The record with level, logger and message, like the service's JSON log lines."
     def format(self, record):
@@ -333,6 +335,7 @@ class _StdoutJson(logging.Formatter):
 
 _TIME, _LABELS = b'{"time":"', b'"level":"INFO","logger":"churn.predictions","message":"prediction",'
 
+# %% ../nbs/18_observe.ipynb #3534e79f
 def _stdout_line(record) -> bytes:
     "`_StdoutJson`'s line and a newline, spliced from the JSONL line: the labels go in after the time, which comes first."
     line = record.line

@@ -43,12 +43,14 @@ def version_problem(name) -> str | None:
     return (f"version {shown} is not a valid name: 1 to 128 letters, digits, '.', '+', '-' or '_', "
             "starting with a letter or a digit")
 
+# %% ../nbs/08_registry.ipynb #30bdb862
 def _valid_version(name: str) -> str:
     if problem := version_problem(name): raise ValueError(problem)
     return name
 
 Version = Annotated[str, AfterValidator(_valid_version)]
 
+# %% ../nbs/08_registry.ipynb #c7114e0a
 class Routing(BaseModel):
     "How requests reach the challenger: `off`, `shadow` (scored by both, answered by the champion) or `canary` (a sticky `fraction`)."
     model_config = ConfigDict(extra="forbid")
@@ -57,6 +59,7 @@ class Routing(BaseModel):
     salt: str = Field(default_factory=lambda: secrets.token_hex(8), pattern=r"^[A-Za-z0-9_-]{1,64}$",
                       description="Mixed into the caller hash: a new salt reshuffles who is in the canary")
 
+# %% ../nbs/08_registry.ipynb #6f5e5bb0
 class RegistryFile(BaseModel):
     "The roles, the routing and each registered version's model.json sha256; a version holds at most one role."
     model_config = ConfigDict(extra="forbid")
@@ -93,22 +96,26 @@ class RegistryFile(BaseModel):
 # %% ../nbs/08_registry.ipynb #a3702d67
 class RegistryError(ModelError): "A registry that is invalid, or a command it cannot carry out."
 
+# %% ../nbs/08_registry.ipynb #9fb1f71f
 def _inside(root: Path, path: Path) -> Path:
     "`path`, if it resolves (symlinks followed) inside the registry `root`; else a one-line RegistryError."
     real, top = path.resolve(), root.resolve()
     if real == top or not real.is_relative_to(top): raise RegistryError(f"{path} leads outside the registry {root}")
     return path
 
+# %% ../nbs/08_registry.ipynb #96714447
 def version_dir(root: str | Path, version: str) -> Path:
     "The directory of `version` under a registry `root`: a valid name, inside `root` (symlinks included)."
     if problem := version_problem(version): raise RegistryError(problem)
     return _inside(Path(root), Path(root) / version)
 
+# %% ../nbs/08_registry.ipynb #a10f0822
 def is_legacy(root: str | Path) -> bool:
     "True for a model directory in the one-version layout: a model.json at the top and no registry."
     root = Path(root)
     return (root / META_FILE).exists() and not (root / REGISTRY_FILE).exists()
 
+# %% ../nbs/08_registry.ipynb #09d9ede9
 def _read_capped(path: Path) -> bytes:
     "The bytes of `path`, refused in one line over MAX_REGISTRY_BYTES, before they are read."
     with open(path, "rb") as f:
@@ -118,10 +125,12 @@ def _read_capped(path: Path) -> bytes:
         raise RegistryError(f"{path} is {max(size, len(data)):,} bytes; a registry may hold at most {MAX_REGISTRY_BYTES:,}")
     return data
 
+# %% ../nbs/08_registry.ipynb #92964aff
 def _where(loc) -> str:
     "A validation error's location, printable on one line whatever the names in it."
     return ".".join(str(p) if re.fullmatch(r"[\w\[\]-]{1,40}", str(p)) else repr(str(p)[:40]) for p in loc) or "registry"
 
+# %% ../nbs/08_registry.ipynb #f71484a8
 def read_registry(root: str | Path, file: str | Path | None = None) -> RegistryFile:
     "The validated registry of `root` (a one-version registry for the old layout), or of `file` naming versions under `root`."
     root = Path(root)
@@ -138,6 +147,7 @@ def read_registry(root: str | Path, file: str | Path | None = None) -> RegistryF
         err = e.errors(include_url=False)[0]
         raise RegistryError(f"{path}: {_where(err['loc'])}: {err['msg'].removeprefix('Value error, ')}") from None
 
+# %% ../nbs/08_registry.ipynb #6c530f2a
 def model_of(root: str | Path, version: str, reg: RegistryFile) -> ChurnModel:
     "The verified model of a registered `version`: its model.json must have the sha256 the registry recorded."
     if is_legacy(root): d = Path(root)
@@ -149,18 +159,21 @@ def model_of(root: str | Path, version: str, reg: RegistryFile) -> ChurnModel:
     if model.version != version: raise RegistryError(f"{d}/{META_FILE} holds version {model.version!r}, not {version}")
     return model
 
+# %% ../nbs/08_registry.ipynb #8d3e80b8
 def _registry_owner(root: Path) -> tuple[int, int] | None:
     "Whom new files belong to: the registry directory's owner when root writes them; None otherwise (the writer)."
     if os.geteuid() != 0: return None
     st = root.stat()
     return st.st_uid, st.st_gid
 
+# %% ../nbs/08_registry.ipynb #6161bad0
 def _readable(path: Path, owner: tuple[int, int] | None):
     "Make a file or directory the registry created readable by everyone, never more writable than it was; give it `owner`."
     mode = stat.S_IMODE(path.lstat().st_mode)
     os.chmod(path, (mode | (0o555 if path.is_dir() else 0o444)) & ~0o022)
     if owner: os.chown(path, *owner, follow_symlinks=False)
 
+# %% ../nbs/08_registry.ipynb #034b9bbc
 def write_registry(root: str | Path, reg: RegistryFile):
     "Validate `reg` against the versions on disk, then replace `root/registry.json` atomically, keeping its owner and mode."
     root = Path(root)
@@ -226,6 +239,7 @@ def _version_files(meta: dict) -> list[str]:
     names = [n for n in meta.get("artifacts", {}) if isinstance(n, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", n)]
     return [META_FILE, *dict.fromkeys(names + [MODEL_FILE])]
 
+# %% ../nbs/08_registry.ipynb #36595753
 def add_version(root: str | Path, src: str | Path) -> str:
     "Register the model directory `src` under `root/<version>/` (copied once, never changed); return its version."
     root, src = Path(root), Path(src)
@@ -251,6 +265,7 @@ def add_version(root: str | Path, src: str | Path) -> str:
         write_registry(root, reg.model_copy(update={"versions": {**reg.versions, v: meta["file_sha256"]}}))
     return v
 
+# %% ../nbs/08_registry.ipynb #f5cbf3f9
 def init_registry(root: str | Path) -> RegistryFile:
     "Turn a one-version model directory into a registry whose champion is that version."
     root = Path(root)
@@ -272,19 +287,23 @@ def _registry_only(root: str | Path) -> Path:
     if is_legacy(root): raise RegistryError(f"{root} holds one version, not a registry; `churn_models init` converts it")
     return Path(root)
 
+# %% ../nbs/08_registry.ipynb #d59ec786
 def _update(root, **changes) -> RegistryFile:
     reg = read_registry(_registry_only(root))
     new = RegistryFile.model_validate({**reg.model_dump(), **changes})
     write_registry(root, new)
     return new
 
+# %% ../nbs/08_registry.ipynb #1b745048
 def _known(reg: RegistryFile, version: str) -> str:
     if problem := version_problem(version): raise RegistryError(problem)
     if version not in reg.versions: raise RegistryError(f"unknown version {version!r}; `churn_models list` shows them")
     return version
 
+# %% ../nbs/08_registry.ipynb #17dfaef9
 def _off(reg: RegistryFile) -> dict: return Routing(salt=reg.routing.salt).model_dump()
 
+# %% ../nbs/08_registry.ipynb #f5a3afb2
 def promote(root: str | Path, version: str) -> RegistryFile:
     "Make `version` the champion; the old champion becomes `previous`."
     with registry_lock(_registry_only(root)):
@@ -295,6 +314,7 @@ def promote(root: str | Path, version: str) -> RegistryFile:
         return _update(root, champion=version, previous=reg.champion, challenger=ch,
                        routing=reg.routing.model_dump() if ch else _off(reg), rejected=[r for r in reg.rejected if r != version])
 
+# %% ../nbs/08_registry.ipynb #6a5d625b
 def rollback(root: str | Path) -> RegistryFile:
     "Swap the champion and the previous champion."
     with registry_lock(_registry_only(root)):
@@ -302,6 +322,7 @@ def rollback(root: str | Path) -> RegistryFile:
         if reg.previous is None: raise RegistryError("nothing to roll back to: no previous champion")
         return _update(root, champion=reg.previous, previous=reg.champion)
 
+# %% ../nbs/08_registry.ipynb #740be5cc
 def set_challenger(root: str | Path, version: str | None, mode: str = "shadow", fraction: float = 0.0) -> RegistryFile:
     "Make `version` the challenger (None: no challenger) with the given routing; it leaves any other role it had."
     with registry_lock(_registry_only(root)):
@@ -312,6 +333,7 @@ def set_challenger(root: str | Path, version: str | None, mode: str = "shadow", 
         return _update(root, challenger=version, routing={**reg.routing.model_dump(), "mode": mode, "fraction": fraction},
                        previous=None if reg.previous == version else reg.previous, rejected=[r for r in reg.rejected if r != version])
 
+# %% ../nbs/08_registry.ipynb #9ebceb67
 def route(root: str | Path, mode: str, fraction: float | None = None) -> RegistryFile:
     "Set the routing mode (and the canary fraction)."
     with registry_lock(_registry_only(root)):
@@ -321,6 +343,7 @@ def route(root: str | Path, mode: str, fraction: float | None = None) -> Registr
         if mode != "canary" and fraction is None: routing["fraction"] = 0.0
         return _update(root, routing=routing)
 
+# %% ../nbs/08_registry.ipynb #8f8d85a5
 def reject(root: str | Path, version: str) -> RegistryFile:
     "Record `version` as rejected (it keeps its directory and its report); it leaves any other role it had."
     with registry_lock(_registry_only(root)):
@@ -331,12 +354,14 @@ def reject(root: str | Path, version: str) -> RegistryFile:
         return _update(root, **changes, previous=None if reg.previous == version else reg.previous,
                        rejected=sorted({*reg.rejected, version}))
 
+# %% ../nbs/08_registry.ipynb #0e62a530
 def _remove(root: Path, version: str):
     "Delete a version's directory; a symlink is removed itself, never followed."
     d = version_dir(root, version)
     if d.is_symlink(): d.unlink()
     elif d.exists(): shutil.rmtree(d)
 
+# %% ../nbs/08_registry.ipynb #b6907c9c
 def prune(root: str | Path, keep: int) -> list[str]:
     "Delete all but the `keep` newest versions, never one with a role but rejected; return the deleted versions."
     if keep < 1: raise RegistryError("--keep must be at least 1")
@@ -375,6 +400,7 @@ def canary_share(salt: str, caller: str) -> float:
     "A caller's fixed place in [0, 1) for canary assignment."
     return int.from_bytes(hashlib.sha256(f"{salt}:{caller}".encode()).digest()[:8], "big") / 2.0**64
 
+# %% ../nbs/08_registry.ipynb #f4f127c6
 @dataclass(frozen=True)
 class Served:
     "The models and routing the service answers with, loaded and verified together."
@@ -395,6 +421,7 @@ class Served:
             return self.challenger, "challenger"
         return self.champion, "champion"
 
+# %% ../nbs/08_registry.ipynb #2c22a30e
 def load_served(root: str | Path, pin: str | None = None, file: str | Path | None = None) -> Served:
     "Load the champion and challenger of `root`'s registry (or of `file`), each verified; `pin`: a one-version directory's sha256."
     root = Path(root)
@@ -406,6 +433,7 @@ def load_served(root: str | Path, pin: str | None = None, file: str | Path | Non
     return Served(model_of(root, reg.champion, reg), model_of(root, reg.challenger, reg) if reg.challenger else None,
                   reg.routing, reg.previous)
 
+# %% ../nbs/08_registry.ipynb #28d5c61b
 def registry_stamp(root: str | Path, file: str | Path | None = None) -> tuple:
     "What changes when the registry (or a one-version model.json) is replaced: (mtime, size, inode), or () when absent."
     path = Path(file) if file is not None else Path(root) / (META_FILE if is_legacy(root) else REGISTRY_FILE)

@@ -210,8 +210,10 @@ def _where(h: dict) -> str:
     if h["source"] == "champion's holdout": return f"the champion's frozen holdout (the customer ids in its {HOLDOUT_FILE}), rows of `{h['file']}`"
     return f"the champion's test split of `{h['file']}`"
 
+# %% ../nbs/11_retrain.ipynb #da3b27e4
 def _split_words(d: dict) -> str: return (d.get("split") or {}).get("about", "by row position (the course's split)")
 
+# %% ../nbs/11_retrain.ipynb #97a52861
 def report_markdown(report: dict) -> str:
     "The report as Markdown: comparison, metrics, bootstrap interval, gate checks, behaviour tests, decision, figures."
     c, h, b, d = report["champion"], report["holdout"], report["bootstrap"], report["candidate"]

@@ -167,6 +167,7 @@ class DrainingServer(Server):
             await loop.connect_accepted_socket(protocol, conn)  # before uvicorn's shutdown, which then drains them as the rest
         await super().shutdown(sockets)
 
+# %% ../nbs/23_run.ipynb #9047a349
 class DrainingProcess(uvicorn_multiprocess.Process):
     "A worker process of uvicorn's supervisor, running a `DrainingServer`."
     @property
@@ -174,6 +175,7 @@ class DrainingProcess(uvicorn_multiprocess.Process):
         if self._server is None: self._server = DrainingServer(config=self.config)
         return self._server
 
+# %% ../nbs/23_run.ipynb #152684f6
 class DrainingSupervisor(Multiprocess):
     "uvicorn's worker supervisor, draining like one server: a stop signal closes its listening socket and reaches every worker at once."
     stopping = False
@@ -200,14 +202,17 @@ def _fd_cap(wanted: int) -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return max(1, min(wanted, soft - 64)) if soft != resource.RLIM_INFINITY else wanted
 
+# %% ../nbs/23_run.ipynb #af5cfc1d
 def _one_line(e: ValidationError) -> str: return "; ".join(f"{f['field']}: {f['message']}" for f in field_errors(e.errors()))
 
+# %% ../nbs/23_run.ipynb #03760021
 def platform_port(environ=os.environ) -> int | None:
     "The platform's `$PORT` (Cloud Run, Heroku, Render…), or None when it sets none; a bad value is an error."
     if (v := environ.get("PORT")) is None: return None
     if not (v.isascii() and v.isdigit() and 1 <= int(v) <= 65535): raise ValueError(f"PORT: expected a port number 1-65535, got {v[:20]!r}")
     return int(v)
 
+# %% ../nbs/23_run.ipynb #0ce0a43a
 @command
 def churn_serve(model: str = None, # Model directory (default: CHURN_MODEL_DIR, or ./model)
                 host: str = None, # Interface to bind (default: CHURN_HOST, or 0.0.0.0)
