@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import resource
 import shutil
@@ -13,6 +14,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from functools import partial
 from pathlib import Path
 
@@ -151,6 +153,7 @@ def pin_model(s: Settings, model: ChurnModel, into: Path | None = None) -> dict:
 class DrainingServer(Server):
     "uvicorn's server, which serves the connections waiting in the listening socket's queue instead of resetting them at the stop."
     async def shutdown(self, sockets=None):
+        await self._supervisor_closed()
         waiting = []
         for server in self.servers:
             for listening in server.sockets:
@@ -167,6 +170,13 @@ class DrainingServer(Server):
             await loop.connect_accepted_socket(protocol, conn)  # before uvicorn's shutdown, which then drains them as the rest
         await super().shutdown(sockets)
 
+    async def _supervisor_closed(self, patience: float = 2.0):
+        "A worker waits (at most `patience` s) until its supervisor has closed its copy of the listening socket."
+        closed = getattr(self.config, "churn_listening_closed", None)  # from `DrainingSupervisor`; None with one worker
+        deadline = time.monotonic() + patience  # a supervisor that is stuck closes nothing: drain anyway
+        while closed is not None and not closed.poll() and time.monotonic() < deadline: await asyncio.sleep(0.005)
+
+
 # %% ../nbs/23_run.ipynb #9047a349
 class DrainingProcess(uvicorn_multiprocess.Process):
     "A worker process of uvicorn's supervisor, running a `DrainingServer`."
@@ -182,6 +192,8 @@ class DrainingSupervisor(Multiprocess):
 
     def __init__(self, config, sockets):
         super().__init__(config, sockets)
+        # a pipe's read end, pickled to each worker with its config: it reads end-of-file once the supervisor closes the write end
+        config.churn_listening_closed, self._closed_writer = multiprocessing.get_context("spawn").Pipe(duplex=False)
         for sig in (signal.SIGTERM, signal.SIGINT): signal.signal(sig, self._stop)
         uvicorn_multiprocess.Process = DrainingProcess  # what uvicorn starts as each worker, first, replaced or added (this process only)
 
@@ -190,6 +202,7 @@ class DrainingSupervisor(Multiprocess):
         if self.stopping: return
         self.stopping = True
         for sock in self.sockets: sock.close()  # new connections are refused once the workers close theirs, never queued
+        self._closed_writer.close()  # only now may a worker take the queue and close its copy
         for p in self.processes:
             try: os.kill(p.pid, signal.SIGTERM)
             except (ProcessLookupError, TypeError): pass  # gone already, or not started

@@ -2,6 +2,7 @@
 that was open before the signal is answered (with `Connection: close` at the end), none is reset; a connection opened
 after it is refused, or answered, never reset."""
 import http.client, json, os, signal, socket, threading, time
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,25 @@ def test_sigterm_writes_every_prediction_record(tmp_path, workers):
     assert len(records) == len(stdout) == answered, (len(records), len(stdout), answered)  # none lost in the buffer at exit
     assert len({r["request_id"] for r in records}) == answered  # each answer once
     assert {r["request_id"] for r in stdout} == {r["request_id"] for r in records}
+
+
+def test_workers_signalled_before_their_stalled_supervisor_reset_nothing(tmp_path):
+    "The group's SIGTERM reaches the workers while the supervisor is not yet scheduled (a busy machine): they wait for it, then drain."
+    with running_server(tmp_path / "s", "--workers", "2", startup=60, CHURN_GRACE_PERIOD="10") as (url, proc, log):
+        wait_startups(log, 2)
+        workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        with KeepAliveLoad(int(url.rsplit(":", 1)[1])) as load:
+            time.sleep(1.0)
+            os.kill(proc.pid, signal.SIGSTOP)  # the supervisor runs its handler a second late
+            load.signal_at = time.monotonic()
+            for pid in workers: os.kill(pid, signal.SIGTERM)
+            time.sleep(1.0)
+            os.kill(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, signal.SIGCONT)
+            code = proc.wait(timeout=30)
+        text = log.read_text()
+    before = [o for early, o in load.records if early]
+    after = [o for early, o in load.records if not early]
+    assert before.count(200) > 100 and set(before) == {200}, (before.count(200), set(before), text[-2000:])
+    assert "reset" not in after, f"{after.count('reset')} of {len(after)} requests on connections opened after the signal were reset"
+    assert code == 0 and "Traceback" not in text, (code, text[-3000:])
