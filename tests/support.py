@@ -97,6 +97,27 @@ def run_plain(*cmd, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120, **kw)
 
 
+def in_process(main, *args, drop: str = "CHURN_PREDICTION_LOG", **env: str) -> subprocess.CompletedProcess:
+    """A console script's function `main(argv)` run in this process as its process would run: exit status, stdout, stderr.
+
+    For batteries of one-line errors, where a process each would spend its time importing; the variables starting with
+    `drop` are unset and `env` is set meanwhile. Keep one real process per command to prove the wiring."""
+    import contextlib, io, os, sys
+    out, err, saved = io.StringIO(), io.StringIO(), dict(os.environ)
+    for k in [k for k in os.environ if drop and k.startswith(drop)]: del os.environ[k]
+    os.environ.update(env)
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try: main([str(a) for a in args])
+            except SystemExit as e:  # as the interpreter reports it: a message goes to stderr with status 1
+                if isinstance(e.code, str): print(e.code, file=sys.stderr)
+                code = 1 if isinstance(e.code, str) else (e.code or 0)
+    finally:
+        os.environ.clear(); os.environ.update(saved)
+    return subprocess.CompletedProcess([getattr(main, "__name__", "main"), *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
 # ---------------------------------------------------------------- from test_readme.py
 
 def guides() -> dict[str, str]:
