@@ -13,7 +13,10 @@ SECRET = "monitor-test-secret-0123456789"  # a prediction-log HMAC secret (not a
 ROW = re.compile(r"^(\w+) +([\d,]+) +([\d.]+|–) +([\d.]+|–)  (ok|warn|FAIL|few rows)$", re.M)
 
 
-def monitor(*args, timeout: float = 120, **env) -> subprocess.CompletedProcess:
+def monitor(*args, process: bool = False, timeout: float = 120, **env) -> subprocess.CompletedProcess:
+    """`churn_monitor ARGS` with the CHURN_PREDICTION_LOG* variables unset and `env` set: the command's function run in this
+    process, or with `process` the console script as a shell runs it (a process spends seconds importing what the test has)."""
+    if not process: return in_process(churn_monitor, *args, **env)
     import os
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_PREDICTION_LOG")} | env
     return subprocess.run([script("churn_monitor"), *map(str, args)], capture_output=True, text=True, timeout=timeout,
@@ -71,7 +74,7 @@ def test_resampled_month_has_no_drift(tmp_path, month, model_dir):
     "5,000 rows resampled from the training data, as a raw CSV: every PSI < 0.05, exit 0."
     raw, _ = month
     raw.to_csv(tmp_path / "month.csv", index=False)
-    r = monitor("drift", "--input", tmp_path / "month.csv", "--model", model_dir)
+    r = monitor("drift", "--input", tmp_path / "month.csv", "--model", model_dir, process=True)
     assert r.returncode == 0, (r.stdout, r.stderr)
     table = drift_table(r.stdout)
     assert len(table) == 20 and all(rows == 5000 for rows, *_ in table.values()), r.stdout
@@ -204,8 +207,8 @@ def test_drift_errors_are_one_line(tmp_path, data, model_dir):
         (("watch",), "unknown command 'watch'"),
         ((), "the following arguments are required: command"),
     ]
-    one_line_error(monitor(*cases[0][0]), cases[0][1])  # one as a real process; the rest in this one, as quick as the command
-    for args, needle in cases[1:]: one_line_error(in_process(churn_monitor, *args), needle)
+    one_line_error(monitor(*cases[0][0], process=True), cases[0][1])  # one as a real process, as a shell runs it
+    for args, needle in cases[1:]: one_line_error(monitor(*args), needle)
 
 
 # ---------------------------------------------------------------- live quality from outcomes
@@ -268,7 +271,7 @@ def test_match_rate_horizon_and_secret_from_the_environment(scored_month, model_
     soon = (datetime.now(timezone.utc) + timedelta(days=10)).date().isoformat()
     outcomes(d / "some.csv", ids[:2400], [p > 0.5 for p in probs[:2400]], soon)
     r = monitor("performance", "--predictions", d / "log.jsonl", "--outcomes", d / "some.csv", "--model", model_dir,
-                CHURN_PREDICTION_LOG_KEY=SECRET)
+                CHURN_PREDICTION_LOG_KEY=SECRET, process=True)
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert values(r.stdout)["matched"] == "2,400" and values(r.stdout)["match rate"].startswith("0.800 ("), r.stdout
     r = monitor("performance", "--predictions", d / "log.jsonl", "--outcomes", d / "some.csv", "--model", model_dir,
@@ -307,10 +310,10 @@ def test_performance_errors_are_one_line(tmp_path, scored_month, model_dir):
         (("performance", "--predictions", d / "scored.csv", "--outcomes", tmp_path / "maybe.csv", "--scored_at", "soon"), "is not an ISO date"),
         (("performance", "--input", d / "scored.csv"), "performance does not take --input"),
     ]
-    one_line_error(monitor(*cases[0][0]), cases[0][1])
-    for args, needle in cases[1:]: one_line_error(in_process(churn_monitor, *args), needle)
-    one_line_error(in_process(churn_monitor, "performance", "--predictions", d / "log.jsonl", "--outcomes", tmp_path / "o.csv",
-                              CHURN_PREDICTION_LOG_KEY="short"), "CHURN_PREDICTION_LOG_KEY")
+    one_line_error(monitor(*cases[0][0], process=True), cases[0][1])
+    for args, needle in cases[1:]: one_line_error(monitor(*args), needle)
+    one_line_error(monitor("performance", "--predictions", d / "log.jsonl", "--outcomes", tmp_path / "o.csv",
+                           CHURN_PREDICTION_LOG_KEY="short"), "CHURN_PREDICTION_LOG_KEY")
 
 
 def test_one_implementation_of_each_metric():
