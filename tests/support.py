@@ -258,8 +258,9 @@ SHA_PIN = re.compile(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}")
 
 
 
-def check_schema(name: str, path) -> subprocess.CompletedProcess:
-    return run_plain(script("check-jsonschema"), "--builtin-schema", name, path)
+def check_schema(name: str, *paths) -> subprocess.CompletedProcess:
+    "check-jsonschema's built-in schema `name` on each of `paths` (one process: it names each failing file in its output)."
+    return run_plain(script("check-jsonschema"), "--builtin-schema", name, *paths)
 
 
 def actionlint(path) -> subprocess.CompletedProcess:

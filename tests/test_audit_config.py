@@ -64,11 +64,13 @@ def test_validators_reject_broken_copies(tmp_path, audit, dependabot):
     p.write_text(yaml.safe_dump(bad_wf, sort_keys=False))
     assert check_schema("vendor.github-workflows", p).returncode != 0
 
-    for broken in ({**dependabot, "version": 1},
-                   {**dependabot, "updates": [{**dependabot["updates"][0], "package-ecosystem": "uvx"}]},
-                   {**dependabot, "updates": [{**dependabot["updates"][0], "schedule": {"interval": "hourly"}}]}):
-        (tmp_path / "dependabot.yml").write_text(yaml.safe_dump(broken))
-        assert check_schema("vendor.dependabot", tmp_path / "dependabot.yml").returncode != 0, broken
+    broken = ({**dependabot, "version": 1},
+              {**dependabot, "updates": [{**dependabot["updates"][0], "package-ecosystem": "uvx"}]},
+              {**dependabot, "updates": [{**dependabot["updates"][0], "schedule": {"interval": "hourly"}}]})
+    for i, b in enumerate(broken): (tmp_path / f"dependabot{i}.yml").write_text(yaml.safe_dump(b))
+    r = check_schema("vendor.dependabot", *(tmp_path / f"dependabot{i}.yml" for i in range(len(broken))))
+    assert r.returncode != 0, r.stdout
+    for i in range(len(broken)): assert f"dependabot{i}.yml::" in r.stdout, (i, r.stdout)  # each copy refused
 
 
 # ---------------------------------------------------------------- what the audit does
