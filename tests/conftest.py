@@ -68,10 +68,22 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "data: needs the Telco churn CSV (CHURN_DATA, the cache, or the download)")
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m "not data"` works
+def _unit(item: pytest.Item) -> str:
+    "The test's unit of work for pytest-xdist: its notebook (tests/test_notebooks.py), else its test module."
+    nb = getattr(getattr(item, "callspec", None), "params", {}).get("nb")
+    return f"nbs/{nb}" if isinstance(nb, str) else item.nodeid.split("::")[0]
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m "not data"` works, and before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if _needs_data(item): item.add_marker(pytest.mark.data)
+        item.add_marker(pytest.mark.xdist_group(_unit(item)))
+    # `--dist loadgroup --no-loadscope-reorder` hands the units out in this order: a module's tests share one worker (its
+    # module fixtures start once); each notebook is a unit of its own, and the notebooks go first, the largest (the
+    # slowest to run) first, so that no long unit starts last while the other worker has nothing left.
+    weight = {u: (ROOT / u).stat().st_size for u in {_unit(i) for i in items} if u.startswith("nbs/")}
+    items.sort(key=lambda i: -weight.get(_unit(i), 0))  # stable: the modules keep their order
 
 
 def pytest_collection_finish(session):
