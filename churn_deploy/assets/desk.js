@@ -87,6 +87,13 @@
     return el;
   }
 
+  // a table cell that names its column, for narrow screens where the header is not shown
+  function cell(label, text, cls) {
+    const td = item("td", text, cls);
+    td.dataset.label = label;
+    return td;
+  }
+
   let shown = null;  // the last /whatif answer, for re-ranking without a request
   function renderOffers() {
     if (!shown) return;
@@ -98,9 +105,9 @@
       tr.dataset.id = o.id;
       tr.dataset.p = String(o.churn_probability);
       tr.dataset.net = String(o.net_value);
-      tr.append(item("td", o.label), item("td", money(o.cost), "num"),
-                item("td", `${pct(o.churn_probability)} (${points(o.delta)})`),
-                item("td", signed(o.net_value), "num " + (o.net_value > 0 ? "down" : "up")));
+      tr.append(item("td", o.label), cell("Cost", money(o.cost), "num"),
+                cell("Churn", `${pct(o.churn_probability)} (${points(o.delta)})`),
+                cell("Net value", signed(o.net_value), "num " + (o.net_value > 0 ? "down" : "up")));
       return tr;
     });
     if (!rows.length) {
@@ -135,7 +142,8 @@
     try {
       const id = who.value.trim();
       if (id && !CUSTOMER_ID.test(id)) {
-        showError({message: "x-customer-id: a customer id is 1 to 128 visible ASCII characters", fields: []});
+        const msg = "a customer id is 1 to 128 visible ASCII characters";
+        showError({message: "x-customer-id: " + msg, fields: [{field: "x-customer-id", message: msg}]});
         $("result").hidden = true;
         document.body.dataset.state = "error";
         return;
@@ -263,9 +271,9 @@
       open.type = "button";
       open.setAttribute("aria-label", `Open customer ${x.id}`);
       open.addEventListener("click", () => choose(x));
-      const cell = document.createElement("td");
-      cell.append(open);
-      tr.append(item("td", x.id), item("td", x.p === null ? "…" : pct(x.p), "num"), item("td", x.plan || "—"), cell);
+      const last = document.createElement("td");
+      last.append(open);
+      tr.append(item("td", x.id), cell("Churn", x.p === null ? "…" : pct(x.p), "num"), cell("Planned offer", x.plan || "—"), last);
       return tr;
     });
     $("customers").tBodies[0].replaceChildren(...rows);
