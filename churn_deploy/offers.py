@@ -178,14 +178,23 @@ def effect_words(contribution: float, # A log-odds contribution
     odds = f"×{math.exp(contribution):.2f}" if contribution < 700 else "×e^700 or more"
     return f"makes leaving {size}{'more' if contribution > 0 else 'less'} likely (odds {odds})"
 
+def _by_size(part): return -abs(part[0])
+
+_SENTENCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → {feature: {value: its sentence}}
+
 def reasons(model: ChurnModel, # The compiled model
             c: dict, # One customer: the 19 features, valid
             top: int = 3, # How many
            ) -> list[dict]:
     "The `top` strongest contributions to the customer's score, each with its field, value, contribution and sentence."
-    parts = [(table[c[f]], f) for f, table in model.categorical] + [(w * c[f], f) for f, w in model.numeric]
-    parts.sort(key=lambda p: -abs(p[0]))
-    return [{"feature": f, "value": c[f], "contribution": x, "text": f"{describe(f, c[f])}: {effect_words(x)}"}
+    if (said := _SENTENCES.get(model)) is None:  # a categorical value's sentence depends on the model alone: written once
+        said = _SENTENCES[model] = {f: {v: f"{describe(f, v)}: {effect_words(x)}" for v, x in table.items()}
+                                    for f, table in model.categorical}
+    parts = [(table[c[f]], f) for f, table in model.categorical]
+    parts += [(w * c[f], f) for f, w in model.numeric]
+    parts.sort(key=_by_size)
+    return [{"feature": f, "value": c[f], "contribution": x,
+             "text": said[f][c[f]] if f in said else f"{describe(f, c[f])}: {effect_words(x)}"}
             for x, f in parts[:top] if x != 0]
 
 # %% ../nbs/13_offers.ipynb #99c019d1
@@ -202,13 +211,13 @@ def net_value(p: float, # The customer's churn probability as things are
 # %% ../nbs/13_offers.ipynb #691c8224
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → {offers: their terms}
 
-def _compiled(model: ChurnModel, offers: tuple[Offer, ...]) -> list[tuple]:
-    "Each offer with its conditions, and for each field it sets, the model's table and the new value's term; once per model."
+def _compiled(model: ChurnModel, offers: tuple[Offer, ...]) -> tuple[float, list[tuple]]:
+    "The monthly charge's weight, and each offer with its conditions and, per field it sets, the table and new term; once per model."
     per_model = _COMPILED.setdefault(model, {})
     if (got := per_model.get(offers)) is None:
         tables = dict(model.categorical)
-        got = per_model[offers] = [(o, o.when, tuple((f, v, tables[f], tables[f][v]) for f, v in o.set), o.discount)
-                                   for o in offers]
+        got = per_model[offers] = (dict(model.numeric)["monthlycharges"], [
+            (o, o.when, tuple((f, v, tables[f], tables[f][v]) for f, v in o.set), o.discount, dict(o.set)) for o in offers])
     return got
 
 def offer_terms(model: ChurnModel, # The compiled model
@@ -216,23 +225,26 @@ def offer_terms(model: ChurnModel, # The compiled model
                 offers: tuple[Offer, ...], # The offers allowed
                ) -> list[tuple[Offer, float, dict]]:
     "Each offer that applies to `c`, with the change it makes to the log-odds and the fields it sets (exact: one term each)."
+    w, compiled = _compiled(model, offers)
     out, mc = [], c["monthlycharges"]
-    for o, when, terms, d in _compiled(model, offers):
-        if not all(c[f] in allowed for f, allowed in when): continue
-        dz, changed = 0.0, False
-        for f, v, table, new in terms:
-            if (old := c[f]) != v: changed = True
-            dz += new - table[old]
-        fields = dict(o.set)
-        if d and mc > 0:
-            w = dict(model.numeric)["monthlycharges"]
-            fields["monthlycharges"] = new_mc = mc * (1 - d)
-            dz += w * new_mc - w * mc
-            changed = True
-        if changed: out.append((o, dz, fields))
+    for o, when, terms, d, sets in compiled:
+        for f, allowed in when:
+            if c[f] not in allowed: break
+        else:
+            dz, changed = 0.0, False
+            for f, v, table, new in terms:
+                old = c[f]
+                if old != v: changed = True
+                dz += new - table[old]
+            if d and mc > 0:
+                new_mc = mc * (1 - d)
+                out.append((o, dz + (w * new_mc - w * mc), {**sets, "monthlycharges": new_mc}))
+            elif changed: out.append((o, dz, dict(sets)))
     return out
 
 # %% ../nbs/13_offers.ipynb #4b159fdd
+def _best_first(row): return (-row["net_value"], row["id"])
+
 def whatif(model: ChurnModel, # The compiled model
            customer: dict, # One customer: the 19 features, valid
            offers: tuple[Offer, ...] | None = None, # The offers allowed (default: the package's catalogue)
@@ -249,10 +261,11 @@ def whatif(model: ChurnModel, # The compiled model
     v = customer["monthlycharges"] * horizon_months if value is None else float(value)
     rows = []
     for o, dz, fields in offer_terms(model, customer, offers):
-        q, cost = sigmoid(z + dz), o.cost(v, horizon_months)
+        q = sigmoid(z + dz)
+        cost = o.cost_once + o.cost_monthly * horizon_months + o.discount * v  # Offer.cost, inline: this loop is the hot path
         rows.append({"id": o.id, "label": o.label, "set": fields, "cost": cost, "churn_probability": q, "delta": q - p0,
                      "net_value": save_rate * ((p0 - q) * v - cost) - contact_cost})
-    rows.sort(key=lambda r: (-r["net_value"], r["id"]))
+    rows.sort(key=_best_first)
     return {"model_version": model.version, "churn_probability": p0, "value": v,
             "value_model": {"save_rate": save_rate, "horizon_months": horizon_months, "contact_cost": contact_cost},
             "offers": rows[:top], "reasons": reasons(model, customer), "caveat": CAVEAT}

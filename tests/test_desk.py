@@ -777,7 +777,9 @@ def test_readme_whatif_example(model_dir):
     assert re.search(r"offers\[1\]: unknown offer 'paper_bills'; choose from one_year_contract, two_year_contract", text)
     # the catalogue the guide shows is the package's, as shipped
     (toml,) = [b for b in blocks(text, "toml")]
-    assert toml.strip() in (ROOT / "churn_deploy" / "assets" / "offers.toml").read_text()
+    shipped = (ROOT / "churn_deploy" / "assets" / "offers.toml").read_text()
+    tables = ["[[offer]]" + t for t in toml.split("[[offer]]")[1:]]
+    assert len(tables) == 2 and all(t.strip() + "\n" in shipped for t in tables), tables
 
 
 def test_readme_campaign_example(tmp_path, data_csv, model_dir):
@@ -800,6 +802,21 @@ def test_readme_campaign_example(tmp_path, data_csv, model_dir):
     with open(tmp_path / "runs" / "targets.csv", newline="") as f: header = next(csv.reader(f))
     assert header == TARGET_COLUMNS
     assert all(f"`{c}`" in text for c in header)
+    # the customer the guide follows: the same offer and numbers in targets.csv and in /whatif (the page's source)
+    import re
+    from churn_deploy.data import load_churn_data
+    from churn_deploy.offers import whatif
+    from churn_deploy.predict import load_model
+    m = re.search(r"first target, `([^`]+)`, is planned with \*([^*]+)\*: churn probability ([\d.]+) % → ([\d.]+) %, "
+                  r"offer cost \$([\d.,]+), net value \+\$([\d.,]+); .* at the same \+\$([\d.,]+)\.", text)
+    assert m, "the guide's worked customer"
+    first = read_targets(tmp_path / "runs" / "targets.csv")[0]
+    assert (first["customerID"], first["offer_label"]) == m.group(1, 2)
+    assert [f"{100 * float(first[k]):.1f}" for k in ("churn_probability", "offer_probability")] == [m.group(3), m.group(4)]
+    assert f"{float(first['offer_cost']):,.2f}" == m.group(5) and f"{float(first['expected_net']):,.2f}" == m.group(6) == m.group(7)
+    c = load_churn_data(data_csv).set_index("customerid").loc[m.group(1), FEATURES].to_dict()
+    shown = whatif(load_model(model_dir), c)["offers"][0]
+    assert shown["label"] == m.group(2) and f"{shown['net_value']:,.2f}" == m.group(6)
 
 
 def test_readme_profit_figures(data_csv, model_dir):
