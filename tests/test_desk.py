@@ -593,6 +593,11 @@ def test_page_in_the_browser(browser, desk_url, tmp_path, data_csv, model_dir):
     if dest := os.environ.get("DESK_SCREENSHOT"): Path(dest).write_bytes(page.screenshot(full_page=False))  # the README's picture
     phone = check_layout(page, 390, 844)
     if dest := os.environ.get("DESK_SCREENSHOT_PHONE"): Path(dest).write_bytes(phone)
+    # the check can fail: a wide table, a cut placeholder
+    page.evaluate("() => { document.getElementById('offers').style.minWidth = '600px'; document.getElementById('api-key').style.width = '90px'; }")
+    found = page.evaluate(OVERFLOW_JS)
+    assert any(f.startswith("table#offers") for f in found) and any(f.startswith("placeholder of #api-key cut") for f in found), found
+    page.evaluate("() => { document.getElementById('offers').style.minWidth = ''; document.getElementById('api-key').style.width = ''; }")
     page.set_viewport_size({"width": 1280, "height": 900})
     assert len(png) > 10_000
     assert problems == [], problems
@@ -620,6 +625,8 @@ def test_page_accessibility(browser, desk_url):
     low = [c for c in checks if c["ratio"] is None or c["ratio"] < c["need"]]
     assert low == [], low
     assert any(c["el"].startswith("button#submit") for c in checks)
+    page.evaluate("() => { document.getElementById('submit').style.background = '#6b9cf0'; }")  # the check can fail
+    assert [c["el"] for c in page.evaluate(CONTRAST_JS) if c["ratio"] is not None and c["ratio"] < c["need"]] == ["button#submit"]
     page.close()
 
 
@@ -711,10 +718,15 @@ def test_page_errors_next_to_their_fields(browser, desk_url):
     page.close()
 
 
-def test_page_with_an_api_key(browser, tmp_path):
-    with desk_server(tmp_path / "server", CHURN_API_KEY=KEY) as url:
+def test_page_with_an_api_key_and_another_catalogue(browser, tmp_path):
+    "A key typed into the page; and CHURN_OFFERS: the page and /whatif offer that catalogue's offers, with its costs."
+    (tmp_path / "offers.toml").write_text('[[offer]]\nid = "annual_plan"\nlabel = "A one-year contract, $15 credit"\n'
+                                          'set = { contract = "one_year" }\nwhen = { contract = ["month-to-month"] }\ncost_once = 15\n')
+    with desk_server(tmp_path / "server", CHURN_API_KEY=KEY, CHURN_OFFERS=str(tmp_path / "offers.toml")) as url:
         # the page and its assets need no key; the service's routes do
         for path in ("/", "/desk/desk.js", "/desk/desk.css"): assert httpx.get(url + path).status_code == 200, path
+        answer = httpx.post(url + "/whatif", json={"customer": SAMPLE_CUSTOMER}, headers={"X-API-Key": KEY}).json()
+        assert [(o["id"], o["cost"]) for o in answer["offers"]] == [("annual_plan", 15.0)], answer
         for path in ("/predict", "/explain"): assert httpx.post(url + path, json=SAMPLE_CUSTOMER).status_code == 401
         assert httpx.post(url + "/whatif", json={"customer": SAMPLE_CUSTOMER}).status_code == 401
 
@@ -735,6 +747,8 @@ def test_page_with_an_api_key(browser, tmp_path):
         assert float(page.get_attribute("#probability", "data-p")) == p
         assert page.inner_text("#e-api-key") == ""
         assert headers == [None, None, KEY, KEY]
+        assert page.eval_on_selector_all("input[name=offer]", "bs => bs.map(b => b.value)") == ["annual_plan"]
+        assert page.eval_on_selector_all("#offers tbody tr", "rs => rs.map(r => r.dataset.id)") == ["annual_plan"]
         # the key stays in the page: not in the URL, not in a cookie; sessionStorage keeps it across a reload
         assert KEY not in page.url and context.cookies() == []
         page.reload()
