@@ -11,19 +11,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from .cli import parse
 from .config import get_settings
 from .data import COLUMNS, FEATURES, ID, TARGET, ChurnDataError, check_raw, clean, read_raw
-from .offers import DISCOUNT_LIMIT, DISCOUNT_MAX, OfferError, check_changes, single_offers
+from .offers import (CAVEAT, CONTACT_COST, HORIZON_MONTHS, SAVE_RATE, Offer, choose_offers, load_catalogue,
+                                 net_value, offer_terms)
 from .predict import ChurnModel, ModelError, sigmoid
 from .score import check_unique_ids, scoring_model
 from .sheets import write_safe_csv
 
 # %% auto #0
-__all__ = ['MAX_PLAN_CELLS', 'VALUE_MODELS', 'SAVE_RATE', 'CONTACT_COST', 'HORIZON_MONTHS', 'BUDGET', 'best_targets',
-           'best_offers', 'campaign_table', 'strategy_weights', 'strategy_totals', 'read_campaign_input',
-           'plan_campaign', 'campaign_report', 'churn_campaign']
+__all__ = ['MAX_PLAN_CELLS', 'BUDGET', 'best_targets', 'campaign_table', 'strategy_weights', 'strategy_totals',
+           'read_campaign_input', 'plan_campaign', 'campaign_report', 'churn_campaign']
 
 # %% ../nbs/27_campaign.ipynb #50f6677b
 MAX_PLAN_CELLS = 50_000_000  # customers × budget steps of the exact plan with unequal costs
@@ -63,67 +64,40 @@ def best_targets(gains, # Each customer's expected net value if contacted
     return sorted(chosen.tolist(), key=lambda i: (-gains[i], i))
 
 # %% ../nbs/27_campaign.ipynb #5745a94e
-VALUE_MODELS: tuple[str, ...] = ("issue", "offer")
-"How a call is valued: `issue`, p × save_rate × value − cost (the default); `offer`, save_rate × (p − p′ − discount) × value − cost."
-SAVE_RATE, CONTACT_COST, HORIZON_MONTHS, BUDGET = 0.3, 5.0, 12.0, 1000.0  # the defaults of churn_campaign's flags
-
-# %% ../nbs/27_campaign.ipynb #31481bfa
-def best_offers(model: ChurnModel,
-                customers: list[dict], # Valid customers, e.g. `to_records(df)`
-                changes: list[str] | None = None, # The offer kinds allowed (default: all)
-                discount_max: float = DISCOUNT_MAX,
-                value_model: str = "issue", # `issue`: the offer with the lowest probability; `offer`: the one with the largest p − p′ − discount
-               ) -> pd.DataFrame:
-    "Each customer's churn probability and best offer: its change, words, new probability and discount."
-    if value_model not in VALUE_MODELS: raise ValueError(f"value_model: {str(value_model)[:40]!r} is not one of {', '.join(VALUE_MODELS)}")
-    kinds, rows = check_changes(changes), []
-    for c in customers:
-        z = model.logit(c)
-        p = sigmoid(z)
-        singles = single_offers(model, c, kinds, discount_max)
-        if value_model == "issue":  # the what-if engine's best offer: its first, the lowest probability
-            top = min(singles, key=lambda s: (s[0], s[1]), default=None)
-            rows.append((p, "", "", p, 0.0) if top is None else (p, top[1], top[3], sigmoid(z + top[0]), top[5]))
-            continue
-        best = (0.0, "", "", p, 0.0)  # net share of a customer kept, change, label, new probability, discount
-        for dz, name, _, label, _, d in singles:
-            q = sigmoid(z + dz)
-            if p - q - d > best[0]: best = (p - q - d, name, label, q, d)
-        rows.append((p, *best[1:]))
-    return pd.DataFrame(rows, columns=["churn_probability", "offer", "offer_label", "offer_probability", "discount"])
+BUDGET = 1000.0  # churn_campaign's default budget; the value model's defaults (SAVE_RATE, HORIZON_MONTHS, CONTACT_COST) are 13_offers'
 
 # %% ../nbs/27_campaign.ipynb #9d2845de
 def campaign_table(model: ChurnModel,
                    customers: list[dict], # Valid customers, e.g. `to_records(df)`
                    values, # What each customer brings in over the horizon if kept
                    costs, # What calling each customer costs
-                   save_rate: float = SAVE_RATE, # `issue`: the chance an offer keeps a churner; `offer`: the chance it is taken
-                   changes: list[str] | None = None, # The offer kinds allowed (default: all)
-                   discount_max: float = DISCOUNT_MAX,
+                   save_rate: float = SAVE_RATE, # The chance a called customer takes the offer
+                   horizon_months: float = HORIZON_MONTHS, # Months of an offer's monthly cost
+                   offers: tuple[Offer, ...] | None = None, # The offers allowed (default: the package's catalogue)
                    outcomes=None, # 1 where the customer churned, for the realised values
-                   value_model: str = "issue", # `issue`: p × save_rate × value − cost; `offer`: save_rate × (p − p′ − discount) × value − cost
                   ) -> pd.DataFrame:
-    "One row per customer: churn probability, best offer, and the expected (and realised) value of calling them."
-    t = best_offers(model, customers, changes, discount_max, value_model)
-    t["value"], t["cost"] = np.asarray(values, float), np.asarray(costs, float)
-    y = None if outcomes is None else np.asarray(outcomes, float)
-    if value_model == "issue":  # no offer possible: nothing to call with; a discount's price is not subtracted
-        kept = np.where(t.offer != "", save_rate, 0.0)
-        t["expected_saved"] = kept * t.churn_probability
-        t["expected_value_saved"] = t.expected_saved * t.value
-        t["expected_net"] = t.expected_value_saved - t.cost
-        if y is not None:
-            t["churned"], t["realised_saved"] = y, kept * y
-            t["realised_net"] = t.realised_saved * t.value - t.cost
-        return t
+    "One row per customer: churn probability, best offer by net value, and the expected (and realised) value of calling them."
+    offers = load_catalogue() if offers is None else offers
+    values, costs = np.asarray(values, float), np.broadcast_to(np.asarray(costs, float), (len(customers),))
+    rows = []
+    for c, v, k in zip(customers, values.tolist(), costs.tolist()):
+        z = model.logit(c)
+        p = sigmoid(z)
+        best = (math.inf, "", "", p, 0.0, -k)  # sort key, offer id, label, p′, offer cost, net: no offer, the call wasted
+        for o, dz, _ in offer_terms(model, c, offers):
+            q, cost = sigmoid(z + dz), o.cost(v, horizon_months)
+            net = net_value(p, q, v, cost, save_rate, k)
+            if (-net, o.id) < best[:2]: best = (-net, o.id, o.label, q, cost, net)
+        rows.append((p, *best[1:]))
+    t = pd.DataFrame(rows, columns=["churn_probability", "offer", "offer_label", "offer_probability", "offer_cost", "expected_net"])
+    t["value"], t["cost"] = values, costs
     lift = t.churn_probability - t.offer_probability
     t["expected_saved"] = save_rate * lift
     t["expected_value_saved"] = t.expected_saved * t.value
-    t["expected_net"] = save_rate * (lift - t.discount) * t.value - t.cost
-    if y is not None:
-        t["churned"] = y
+    if outcomes is not None:
+        t["churned"] = y = np.asarray(outcomes, float)
         t["realised_saved"] = save_rate * y * lift / t.churn_probability
-        t["realised_net"] = save_rate * (y * lift / t.churn_probability - t.discount) * t.value - t.cost
+        t["realised_net"] = save_rate * (y * lift / t.churn_probability * t.value - t.offer_cost) - t.cost
     return t
 
 # %% ../nbs/27_campaign.ipynb #bae00c68
@@ -193,18 +167,19 @@ def plan_campaign(df, # Cleaned customers, as from `read_campaign_input`
                   model: ChurnModel,
                   budget: float = BUDGET, contact_cost: float = CONTACT_COST, save_rate: float = SAVE_RATE,
                   horizon_months: float = HORIZON_MONTHS, values=None, costs=None,
-                  changes: list[str] | None = None, discount_max: float = DISCOUNT_MAX, value_model: str = "issue") -> tuple:
+                  offers: tuple[Offer, ...] | None = None, # The offers allowed (default: the package's catalogue)
+                 ) -> tuple:
     "The ranked target list and each strategy's totals, for the customers of `df`."
     values = df.monthlycharges.to_numpy() * horizon_months if values is None else values
     costs = np.full(len(df), float(contact_cost)) if costs is None else costs
-    table = campaign_table(model, df[FEATURES].to_dict(orient="records"), values, costs, save_rate, changes, discount_max,
-                           df[TARGET] if TARGET in df else None, value_model)
+    table = campaign_table(model, df[FEATURES].to_dict(orient="records"), values, costs, save_rate, horizon_months, offers,
+                           df[TARGET] if TARGET in df else None)
     weights = strategy_weights(table, budget)
     order = best_targets(table.expected_net.to_numpy(), table.cost.to_numpy(), budget)
     targets = table.iloc[order].copy()
     targets.insert(0, "customerID", df[ID].to_numpy()[order])
     targets.insert(0, "rank", range(1, len(order) + 1))
-    keep = ["rank", "customerID", "churn_probability", "offer", "offer_label", "offer_probability", "value", "cost",
+    keep = ["rank", "customerID", "churn_probability", "offer", "offer_label", "offer_probability", "offer_cost", "value", "cost",
             "expected_saved", "expected_net"] + (["churned", "realised_net"] if "churned" in targets else [])
     return targets[keep], strategy_totals(table, weights)
 
@@ -234,21 +209,29 @@ def _number(flag: str, text: str | None, default: float, lo: float = 0.0, hi: fl
 # %% ../nbs/27_campaign.ipynb #378cb65d
 def _campaign_options(input: str = None, # Raw Telco-format CSV of the customers (a Churn column adds realised values)
                       budget: str = None, # Most the calls may cost in all (default 1000)
-                      contact_cost: str = None, # Cost of one call with its offer (default 5)
-                      save_rate: str = None, # Chance an offer keeps a churner (default 0.3); with --value_model offer, that it is taken
-                      horizon_months: str = None, # A customer's value: monthly charge × this many months (default 12)
+                      contact_cost: str = None, # Cost of one call (default 5)
+                      save_rate: str = None, # Chance a called customer takes the offer (default 0.3)
+                      horizon_months: str = None, # A customer's value: monthly charge × this many months (default 12); also of monthly offer costs
                       value_column: str = None, # Or a column of the input holding each customer's value
                       cost_column: str = None, # A column of per-customer call costs, instead of --contact_cost
-                      offers: str = None, # Offer kinds allowed, comma-separated (default: all)
-                      discount_max: str = None, # Largest discount offered, a fraction of the monthly charge (default 0.2)
-                      value_model: str = None, # issue (default): p × save rate × value − cost; offer: save rate × (p − p′ − discount) × value − cost
+                      offers: str = None, # The offer catalogue, a TOML file (default: CHURN_OFFERS, else the package's)
+                      only: str = None, # Ids of the catalogue's offers allowed, comma-separated (default: all)
                       model: str = None, # Model directory or registry (default: CHURN_MODEL_DIR, or ./model)
                       version: str = None, # The registry's version to plan with (default: its champion)
                       output: str = "targets.csv", # CSV to write: the ranked target list
                      ):
-    "Plan a retention campaign: whom to call within the budget, with which offer, and what it should save." 
+    "Plan a retention campaign: whom to call within the budget, with which offer, and what it should save."
 
 # %% ../nbs/27_campaign.ipynb #b58ae8e1
+def _catalogue(path: str | None, only: str | None) -> tuple[tuple[Offer, ...], str]:
+    "The offers allowed, and where they come from: `--offers`, else `CHURN_OFFERS`, else the package's."
+    if path is None:
+        try: path = get_settings().offers
+        except ValidationError as e: raise ChurnDataError(f"CHURN_OFFERS: {e.errors()[0]['msg']}") from None
+    catalogue = load_catalogue(path)
+    ids = None if only is None else [k.strip() for k in only.split(",")]
+    return choose_offers(catalogue, ids, "--only"), str(path or "the package's catalogue")
+
 def churn_campaign(argv: list[str] | None = None, # The arguments (default: the command line's)
                   ):
     "Plan a retention campaign: whom to call within the budget, with which offer, and what it should save."
@@ -264,23 +247,19 @@ def churn_campaign(argv: list[str] | None = None, # The arguments (default: the 
         cost = _number("--contact_cost", contact_cost, CONTACT_COST)
         rate = _number("--save_rate", a["save_rate"], SAVE_RATE, 0, 1, above=True)
         horizon = _number("--horizon_months", horizon_months, HORIZON_MONTHS, 0, 1200, above=True)
-        dmax = _number("--discount_max", a["discount_max"], DISCOUNT_MAX, 0, DISCOUNT_LIMIT, above=True)
-        kinds = None if a["offers"] is None else [k.strip() for k in a["offers"].split(",")]
-        try: check_changes(kinds)
-        except OfferError as e: raise ChurnDataError("--offers: " + str(e).split(": ", 1)[1]) from None
-        vm = a["value_model"] or VALUE_MODELS[0]
-        if vm not in VALUE_MODELS: raise ChurnDataError(f"--value_model: {vm[:40]!r} is not one of {', '.join(VALUE_MODELS)}")
+        offers, where = _catalogue(a["offers"], a["only"])
         source = a["model"] or get_settings().model_dir
         m, used = scoring_model(source, a["version"])
         df, values, costs = read_campaign_input(input, value_column, cost_column)
-        targets, totals = plan_campaign(df, m, b, cost, rate, horizon, values, costs, kinds, dmax, vm)
+        targets, totals = plan_campaign(df, m, b, cost, rate, horizon, values, costs, offers)
         try: write_safe_csv(output, targets.columns, zip(*(targets[c].tolist() for c in targets.columns)))
         except OSError as e: raise ChurnDataError(f"cannot write {output}: {e.strerror or e}") from None
     except (ChurnDataError, ModelError, ValueError) as e: sys.exit(f"churn_campaign: error: {e}")
     print(f"churn_campaign: model {used} ({'--version' if a['version'] else 'the champion'}) of {source}", file=sys.stderr)
     value = f"{value_column} column" if value_column else f"{horizon:g} months of charges"
-    net = "p × save rate × value − cost" if vm == "issue" else "save rate × (p − p′ − discount) × value − cost"
     print(f"{len(df):,} customers in {input}; budget {b:,.2f}, {'per-customer costs' if cost_column else f'{cost:,.2f} a call'}, "
-          f"save rate {rate:g}, value = {value}, net = {net}, model {m.version}")
+          f"save rate {rate:g}, value = {value}, {len(offers)} offers from {where}, model {m.version}")
+    print("net = save rate × ((p − p′) × value − offer cost) − call cost")
     print(campaign_report(totals))
     print(f"wrote {len(targets):,} targets to {output}")
+    print(CAVEAT)

@@ -15,7 +15,7 @@ from typing import Annotated, Literal, get_args
 
 import re
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, FilePath, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # %% ../nbs/00_config.ipynb #3ae5883b
@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="`json`: every log line one JSON object (the image sets `json`)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Log level of uvicorn and the service")
     access_log: bool = Field(False, description="One access line per request (the image sets `true`; off, /metrics still counts them, at less cost)")
+    offers: FilePath | None = Field(None, description="The offer catalogue (TOML) of the retention desk's page, `/whatif` and `churn_campaign` (unset: the package's `churn_deploy/assets/offers.toml`)")
 
     @field_validator("api_key", "prediction_log_key")
     @classmethod

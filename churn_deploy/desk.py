@@ -9,72 +9,80 @@ import hashlib
 import html
 import json
 from importlib.resources import files
+from pathlib import Path
 from string import Template
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.routing import NoMatchFound
 
 from .api import (CUSTOMER_BODY_LIMIT, Customer, add_schemas, count_keys, error_response, model_response,
                               read_json, route_doc)
 from .caller import pick
+from .config import get_settings
 from .data import DOMAINS, FEATURES, NUMERIC_RANGES, SAMPLE_CUSTOMER
-from .offers import ADDON_NAMES, ADDONS, DISCOUNT_LIMIT, DISCOUNT_MAX, OFFER_KINDS, whatif
+from .offers import (CAVEAT, CONTACT_COST, DEFAULT_CATALOGUE, HORIZON_MONTHS, SAVE_RATE, Offer, OfferError,
+                                 choose_offers, load_catalogue, whatif)
 from .routes import FastRoute
 
 # %% auto #0
-__all__ = ['ChangeName', 'WhatIfRequest', 'WHATIF_DOC', 'PAGE_PATHS', 'DISCOUNT_CHOICES', 'DESK_HTML', 'DESK_JS', 'DESK_CSS',
-           'router', 'Offer', 'OfferPair', 'WhatIf', 'document_desk', 'asset', 'render_page', 'whatif_route',
-           'desk_router', 'add_desk_routes']
+__all__ = ['OfferId', 'WHATIF_DOC', 'PAGE_PATHS', 'DESK_HTML', 'DESK_JS', 'DESK_CSS', 'router', 'WhatIfRequest', 'OfferResult',
+           'Reason', 'ValueModel', 'WhatIf', 'document_desk', 'asset', 'render_page', 'whatif_endpoint', 'desk_router',
+           'add_desk_routes']
 
 # %% ../nbs/21_desk.ipynb #d38002dc
-def _known_change(name: str) -> str:
-    if name not in OFFER_KINDS:
-        raise PydanticCustomError("unknown_change", "unknown change {name}; choose from {kinds}",
-                                  {"name": repr(name[:40]), "kinds": ", ".join(OFFER_KINDS)})
-    return name
+OfferId = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
 
-ChangeName = Annotated[str, AfterValidator(_known_change), WithJsonSchema({"type": "string", "enum": list(OFFER_KINDS)})]  # the schema names them too
-
-WhatIfRequest = create_model(
-    "WhatIfRequest", __doc__="A customer, and optionally the offers the desk may make.",
-    __config__=ConfigDict(extra="forbid", strict=True, json_schema_extra={
-        "examples": [{"customer": SAMPLE_CUSTOMER, "changes": ["contract", "techsupport", "discount"], "discount_max": 0.1}]}),
-    customer=(Customer, ...),
-    changes=(list[ChangeName] | None, Field(None, min_length=1, max_length=len(OFFER_KINDS),
-                                            description=f"Offer kinds allowed (default: all): {', '.join(OFFER_KINDS)}")),
-    discount_max=(float, Field(DISCOUNT_MAX, gt=0, le=DISCOUNT_LIMIT, allow_inf_nan=False,
-                               description="Largest discount offered, as a fraction of the monthly charge")))
+class WhatIfRequest(BaseModel):
+    "A customer; optionally the catalogue's offers the desk may make, and the value model's assumptions."
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        "examples": [{"customer": SAMPLE_CUSTOMER, "offers": ["one_year_contract", "free_tech_support", "discount_10"]}]})
+    customer: Customer
+    offers: list[OfferId] | None = Field(None, min_length=1, max_length=100, description="Ids of the catalogue's offers allowed (default: all)")
+    value: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False,
+                                description="What the customer brings in over the horizon if kept (default: monthly charge × horizon_months)")
+    save_rate: float = Field(SAVE_RATE, gt=0, le=1, allow_inf_nan=False, description="The chance a called customer takes the offer")
+    horizon_months: float = Field(HORIZON_MONTHS, gt=0, le=1200, allow_inf_nan=False,
+                                  description="Months of charges a kept customer is worth, and of an offer's monthly cost")
+    contact_cost: float = Field(CONTACT_COST, ge=0, le=1e6, allow_inf_nan=False, description="What a call costs")
 
 # %% ../nbs/21_desk.ipynb #7d47c857
-class Offer(BaseModel):
-    "One change and the churn probability it gives."
-    change: str = Field(description="`feature=value`, or `discount=N%`")
-    kind: Literal[OFFER_KINDS]
-    label: str = Field(description="The change in words")
-    set: dict[str, str | float] = Field(description="The fields the change sets, with their new values")
-    churn_probability: float = Field(ge=0, le=1)
-    delta: float = Field(description="churn_probability − the customer's current probability")
+class OfferResult(BaseModel):
+    "One catalogue offer for this customer: the churn probability it gives, its cost and the expected net value of calling with it."
+    id: str
+    label: str = Field(description="The offer in words")
+    set: dict[str, str | float] = Field(description="The fields the offer sets, with their new values")
+    cost: float = Field(description="What the offer costs the business for this customer, if taken")
+    churn_probability: float = Field(ge=0, le=1, description="p′: the model's probability for the changed customer")
+    delta: float = Field(description="p′ − the customer's current probability")
+    net_value: float = Field(description="save_rate × ((p − p′) × value − cost) − contact_cost")
 
-class OfferPair(BaseModel):
-    "The pair of compatible changes with the lowest churn probability."
-    changes: list[str]
-    labels: list[str]
-    set: dict[str, str | float]
-    churn_probability: float = Field(ge=0, le=1)
-    delta: float
+class Reason(BaseModel):
+    "One of the strongest contributions to the customer's score, in words."
+    feature: str
+    value: str | int | float
+    contribution: float = Field(description="Its log-odds contribution")
+    text: str = Field(description="The value and its effect in plain words")
+
+class ValueModel(BaseModel):
+    "The assumptions the net values rest on."
+    save_rate: float
+    horizon_months: float
+    contact_cost: float
 
 class WhatIf(BaseModel):
-    "Every possible offer for one customer, best first, and the best pair."
+    "Every catalogue offer that applies to one customer, best net value first, and why the model scores the customer so."
     model_version: str
     churn_probability: float = Field(ge=0, le=1, description="The customer's probability as things are")
-    offers: list[Offer] = Field(description="Lowest churn probability first")
-    best_pair: OfferPair | None = Field(description="None when fewer than two kinds of offer are possible")
+    value: float = Field(description="What the customer brings in over the horizon if kept")
+    value_model: ValueModel
+    offers: list[OfferResult] = Field(description="Largest expected net value first")
+    reasons: list[Reason]
+    caveat: str = Field(description="What the changes can and cannot show")
 
 # %% ../nbs/21_desk.ipynb #91d9291a
 def _repeated_key(body: bytes, req) -> str | None:
@@ -93,7 +101,7 @@ def _repeated_key(body: bytes, req) -> str | None:
 WHATIF_DOC: dict = route_doc("WhatIfRequest", "WhatIf", 400, 413, 415, 422, 429, 431, 500, 503)
 "The OpenAPI entry of `POST /whatif`: 401 is the app's to add, where it asks for a key."
 
-def document_desk(app: FastAPI, # An app that includes `router`
+def document_desk(app: FastAPI, # An app that includes the desk's router
                  ) -> FastAPI:
     "Add the desk's schemas (`WhatIfRequest`, `WhatIf` and what they use) to the app's OpenAPI document when it is first built."
     return add_schemas(app, [WhatIfRequest, WhatIf])
@@ -111,9 +119,9 @@ _FIELD_NAMES = {"seniorcitizen": "Senior citizen", "phoneservice": "Phone servic
                 "deviceprotection": "Device protection", "techsupport": "Tech support", "streamingtv": "Streaming TV",
                 "streamingmovies": "Streaming movies", "paperlessbilling": "Paperless billing", "paymentmethod": "Payment method",
                 "tenure": "Tenure (months)", "monthlycharges": "Monthly charge ($)", "totalcharges": "Total charges ($)"}
-_KIND_NAMES = {"contract": "Longer contract", "paymentmethod": "Automatic payment", "paperlessbilling": "Paperless billing",
-               **{f: ADDON_NAMES[f].capitalize() for f in ADDONS}, "discount": "Discount"}
-DISCOUNT_CHOICES: tuple[float, ...] = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50)  # the bounds on a discount the page offers
+_PARAMS = {"save_rate": ("Chance the customer takes the offer", SAVE_RATE),
+           "horizon_months": ("Months a kept customer is worth", HORIZON_MONTHS),
+           "contact_cost": ("Cost of a call ($)", CONTACT_COST)}
 
 # %% ../nbs/21_desk.ipynb #60513039
 def asset(name: str, # A file of `churn_deploy/assets`, e.g. `desk.js`
@@ -122,36 +130,38 @@ def asset(name: str, # A file of `churn_deploy/assets`, e.g. `desk.js`
     return files("churn_deploy").joinpath("assets", name).read_text(encoding="utf-8")
 
 DESK_HTML: Template = Template(asset("desk.html"))
-"The page, with `$sections`, `$kinds` and `$discounts` for what `render_page` writes from the data's domains."
+"The page, with `$sections`, `$offers`, `$value_fields` and `$caveat` for what `render_page` writes."
 DESK_JS: str = asset("desk.js")
-"The page's script: the form to `/predict`, `/explain` and `/whatif`, and their answers."
+"The page's script: the form to `/predict` and `/whatif`, a customer file to `/predict/batch`, and their answers."
 DESK_CSS: str = asset("desk.css")  # the page's style sheet
 
 # %% ../nbs/21_desk.ipynb #1d7fdafd
-def _field(f: str) -> str:
-    e, name = html.escape, _FIELD_NAMES.get(f, f.capitalize())
-    if f in NUMERIC_RANGES:
-        control = (f'<input id="f-{f}" data-feature="{f}" data-kind="number" type="text" inputmode="decimal" '
-                   f'value="{e(str(SAMPLE_CUSTOMER[f]))}" aria-describedby="e-{f}">')
-    else:
+def _field(f: str, name: str | None = None, value=None, data: str = "feature", prefix: str = "f") -> str:
+    e = html.escape
+    name, value = name or _FIELD_NAMES.get(f, f.capitalize()), SAMPLE_CUSTOMER.get(f) if value is None else value
+    if f in DOMAINS:
         words = {0: "no", 1: "yes"} if f == "seniorcitizen" else {}
-        options = "".join(f'<option value="{e(str(v))}"{" selected" if v == SAMPLE_CUSTOMER[f] else ""}>'
+        options = "".join(f'<option value="{e(str(v))}"{" selected" if v == value else ""}>'
                           f'{e(words.get(v, str(v).replace("_", " ")))}</option>' for v in DOMAINS[f])
         kind = "number" if f == "seniorcitizen" else "text"
-        control = f'<select id="f-{f}" data-feature="{f}" data-kind="{kind}" aria-describedby="e-{f}">{options}</select>'
-    return (f'<div class="field"><label for="f-{f}">{e(name)}</label>{control}'
+        control = f'<select id="{prefix}-{f}" data-{data}="{f}" data-kind="{kind}" aria-describedby="e-{f}">{options}</select>'
+    else:
+        control = (f'<input id="{prefix}-{f}" data-{data}="{f}" data-kind="number" type="text" inputmode="decimal" '
+                   f'value="{e(f"{value:g}" if isinstance(value, float) else str(value))}" aria-describedby="e-{f}">')
+    return (f'<div class="field"><label for="{prefix}-{f}">{e(name)}</label>{control}'
             f'<span class="error" id="e-{f}" role="alert"></span></div>')
 
 # %% ../nbs/21_desk.ipynb #97eb18b6
-def render_page() -> str:
-    "The desk's HTML: the form with the 19 fields and their valid values, the key field, the result panel."
+def render_page(catalogue: tuple[Offer, ...] | None = None, # The offers the desk may make (default: the package's catalogue)
+               ) -> str:
+    "The desk's HTML: the 19 fields with their valid values, the catalogue's offers, the value model's fields, the caveat."
+    e = html.escape
     sections = "".join(f'<fieldset><legend>{title}</legend>{"".join(map(_field, fields))}</fieldset>'
                        for title, fields in _SECTIONS.items())
-    kinds = "".join(f'<label class="check"><input type="checkbox" name="change" value="{k}" checked> {_KIND_NAMES[k]}</label>'
-                    for k in OFFER_KINDS)
-    discounts = "".join(f'<option value="{d}"{" selected" if d == DISCOUNT_MAX else ""}>up to {d * 100:g} %</option>'
-                        for d in DISCOUNT_CHOICES)
-    return DESK_HTML.substitute(sections=sections, kinds=kinds, discounts=discounts)
+    offers = "".join(f'<label class="check"><input type="checkbox" name="offer" value="{e(o.id)}" checked> {e(o.label)}</label>'
+                     for o in (load_catalogue() if catalogue is None else catalogue))
+    params = "".join(_field(p, name, v, "param", "p") for p, (name, v) in _PARAMS.items())
+    return DESK_HTML.substitute(sections=sections, offers=offers, value_fields=params, caveat=e(CAVEAT))
 
 # %% ../nbs/21_desk.ipynb #edee944b
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
@@ -168,25 +178,36 @@ def _static(body: str, media_type: str, extra: dict | None = None):
     return endpoint
 
 # %% ../nbs/21_desk.ipynb #fe591ae5
-async def whatif_route(request: Request) -> Response:
-    "`POST /whatif`: the body checked as a `WhatIfRequest`, and every offer from the model the caller's routing picks."
-    body = await read_json(request.receive, request.scope["headers"], CUSTOMER_BODY_LIMIT)
-    req = WhatIfRequest.model_validate_json(body)
-    if field := _repeated_key(body, req):
-        msg = "duplicate key: each field may appear once"
-        return error_response(422, f"{field}: {msg}", [{"field": field, "message": msg, "type": "duplicate_key"}])
-    model, role = pick(request.app.state.served, request.scope)
-    return model_response(whatif(model, req.customer.__dict__, req.changes, req.discount_max), model.version, role)
+def whatif_endpoint(catalogue: tuple[Offer, ...], # The offers the desk may make
+                   ):
+    "`POST /whatif` for `catalogue`: the body checked as a `WhatIfRequest`, every offer from the model the caller's routing picks."
+    async def whatif_route(request: Request) -> Response:
+        body = await read_json(request.receive, request.scope["headers"], CUSTOMER_BODY_LIMIT)
+        req = WhatIfRequest.model_validate_json(body)
+        if field := _repeated_key(body, req):
+            msg = "duplicate key: each field may appear once"
+            return error_response(422, f"{field}: {msg}", [{"field": field, "message": msg, "type": "duplicate_key"}])
+        try: offers = choose_offers(catalogue, req.offers)
+        except OfferError as e:
+            field, msg = str(e).split(": ", 1)
+            return error_response(422, str(e), [{"field": field, "message": msg, "type": "unknown_offer"}])
+        model, role = pick(request.app.state.served, request.scope)
+        answer = whatif(model, req.customer.__dict__, offers, req.value, req.save_rate, req.horizon_months, req.contact_cost)
+        return model_response(answer, model.version, role)
+    return whatif_route
 
 # %% ../nbs/21_desk.ipynb #31ce3a62
 def desk_router(route_class: type[APIRoute] = FastRoute, # The class of the `/whatif` route
+                offers: str | Path | None = None, # The offer catalogue (default: `CHURN_OFFERS`, else the package's)
                ) -> APIRouter:
-    "`POST /whatif`, the page at `GET /` and its assets under `/desk/`, as one router."
+    "`POST /whatif`, the page at `GET /` and its assets under `/desk/`, as one router, for one catalogue."
+    catalogue = load_catalogue(offers if offers is not None else get_settings().offers)
     r = APIRouter()
-    r.add_api_route("/whatif", whatif_route, methods=["POST"], tags=["desk"], route_class_override=route_class,
-                    summary="Every retention offer for one customer, exactly re-scored, best first", **WHATIF_DOC)
+    r.add_api_route("/whatif", whatif_endpoint(catalogue), methods=["POST"], tags=["desk"], route_class_override=route_class,
+                    summary="Every catalogue offer that applies to one customer, exactly re-scored, best net value first",
+                    **WHATIF_DOC)
     page_headers = {"Content-Security-Policy": _CSP, "X-Frame-Options": "DENY"}
-    for path, body, kind, extra in (("/", render_page(), "text/html; charset=utf-8", page_headers),
+    for path, body, kind, extra in (("/", render_page(catalogue), "text/html; charset=utf-8", page_headers),
                                     ("/desk/desk.css", DESK_CSS, "text/css; charset=utf-8", None),
                                     ("/desk/desk.js", DESK_JS, "text/javascript; charset=utf-8", None)):
         r.add_route(path, _static(body, kind, extra), methods=["GET"], include_in_schema=False)
@@ -194,16 +215,17 @@ def desk_router(route_class: type[APIRoute] = FastRoute, # The class of the `/wh
     return r
 
 # %% ../nbs/21_desk.ipynb #80a47d0e
-router: APIRouter = desk_router()
+router: APIRouter = desk_router(offers=DEFAULT_CATALOGUE)
 
 # %% ../nbs/21_desk.ipynb #1ad51ad9
 def add_desk_routes(app: FastAPI, # An app without the desk's routes
                     route_class: type[APIRoute] = FastRoute, # The class of the `/whatif` route
+                    offers: str | Path | None = None, # The offer catalogue (default: `CHURN_OFFERS`, else the package's)
                    ) -> FastAPI:
     "Include the desk's routes, `/whatif` with `route_class`, and document their schemas; once only."
     try:
         app.url_path_for("whatif_route")
         return app  # the desk's routes are there already: never twice
     except NoMatchFound: pass
-    app.include_router(desk_router(route_class))
+    app.include_router(desk_router(route_class, offers))
     return document_desk(app)
