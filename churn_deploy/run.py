@@ -29,6 +29,7 @@ from .api import field_errors
 from .config import META_FILE, MIN_KEY_LENGTH, Settings, api_key_table, key_hash, key_problem, unknown_settings
 from .logs import configure_logging, log, log_config
 from .predict import ChurnModel, ModelError, load_model
+from .offers import OfferError, load_catalogue
 from .registry import REGISTRY_FILE, is_legacy, load_served
 
 # %% auto #0
@@ -231,20 +232,22 @@ def churn_serve(model: str = None, # Model directory (default: CHURN_MODEL_DIR, 
                 host: str = None, # Interface to bind (default: CHURN_HOST, or 0.0.0.0)
                 port: int = None, # Port (default: CHURN_PORT, then $PORT, then 9696)
                 workers: int = None, # Worker processes (default: CHURN_WORKERS, or 1)
+                offers: str = None, # The desk's offer catalogue, TOML (default: CHURN_OFFERS, or the package's)
                ):
     "Serve churn predictions over HTTP."
     import uvicorn
     try:
         if port is None and "CHURN_PORT" not in os.environ: port = platform_port()  # CHURN_PORT, then $PORT, then 9696
     except ValueError as e: sys.exit(f"churn_serve: error: {e}")
-    overrides = {k: v for k, v in dict(model_dir=model, host=host, port=port, workers=workers).items() if v is not None}
+    overrides = {k: v for k, v in dict(model_dir=model, host=host, port=port, workers=workers, offers=offers).items() if v is not None}
     try:
         s = Settings(**overrides)  # the environment, overridden by the command line, under the same rules
         configure_logging(s.log_format, s.log_level)
         for line in unknown_settings(): log.warning(line)  # a typo in a CHURN_* name would otherwise pass unseen
         verified = ensure_model(s)
         check_prediction_log(s)
-    except ModelError as e: sys.exit(f"churn_serve: error: {e}")
+        load_catalogue(s.offers)  # a bad catalogue stops the start in one line, not each worker in a traceback
+    except (ModelError, OfferError) as e: sys.exit(f"churn_serve: error: {e}")
     except ValidationError as e: sys.exit(f"churn_serve: error: {_one_line(e)}")
     if not api_key_table(s):
         log.info("API keys are off: any client may call every route (set CHURN_API_KEYS or CHURN_API_KEY to require one)")

@@ -297,3 +297,10 @@ def test_serving_path_imports_nothing_the_first_prediction_does_not_need():
     r = subprocess.run([sys.executable, "-c", LEAN_PROBE], capture_output=True, text=True, timeout=120, cwd="/")
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == [], f"imported on the serving path: {r.stdout.strip()}"
+
+
+def test_a_bad_offer_catalogue_stops_the_start_in_one_line(tmp_path, model_dir):
+    "The desk's catalogue is checked before any worker starts, from the flag or the environment."
+    (tmp_path / "offers.toml").write_text('[[offer]]\nid = "x"\n')
+    assert_serve_error(serve(model_dir, "--offers", str(tmp_path / "offers.toml")), "offers.toml: offer 1 ('x'): label")
+    assert_serve_error(serve(model_dir, "--workers", "2", CHURN_OFFERS=str(tmp_path / "offers.toml")), "offers.toml: offer 1")
