@@ -97,11 +97,12 @@ def run_plain(*cmd, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120, **kw)
 
 
-def in_process(main, *args, drop: str = "CHURN_PREDICTION_LOG", **env: str) -> subprocess.CompletedProcess:
+def in_process(main, *args, drop: str | tuple[str, ...] = "CHURN_PREDICTION_LOG", **env: str) -> subprocess.CompletedProcess:
     """A console script's function `main(argv)` run in this process as its process would run: exit status, stdout, stderr.
 
     For batteries of one-line errors, where a process each would spend its time importing; the variables starting with
-    `drop` are unset and `env` is set meanwhile. Keep one real process per command to prove the wiring."""
+    `drop` (a prefix, or a tuple of them) are unset and `env` is set meanwhile. Keep one real process per command to
+    prove the wiring. A command declared with `cli.command` is called as its console script calls it: `command(main)`."""
     import contextlib, io, os, sys
     out, err, saved = io.StringIO(), io.StringIO(), dict(os.environ)
     for k in [k for k in os.environ if drop and k.startswith(drop)]: del os.environ[k]
@@ -109,13 +110,19 @@ def in_process(main, *args, drop: str = "CHURN_PREDICTION_LOG", **env: str) -> s
     code = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try: main([str(a) for a in args])
+            try: main([str(a) for a in args]) if not hasattr(main, "__wrapped__") else command_main(main, [str(a) for a in args])
             except SystemExit as e:  # as the interpreter reports it: a message goes to stderr with status 1
                 if isinstance(e.code, str): print(e.code, file=sys.stderr)
                 code = 1 if isinstance(e.code, str) else (e.code or 0)
     finally:
         os.environ.clear(); os.environ.update(saved)
     return subprocess.CompletedProcess([getattr(main, "__name__", "main"), *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
+def command_main(command, argv: list[str]):
+    "What a `cli.command` console script does with `argv` as its command line."
+    from churn_deploy.cli import parse
+    return command(**parse(command.__wrapped__, argv, prog=command.__name__))
 
 
 # ---------------------------------------------------------------- from test_readme.py

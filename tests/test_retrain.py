@@ -1,6 +1,7 @@
 """churn_retrain as a real process, and the monthly workflow that runs it.
 
-- Bad input: one line on stderr, status 1, the registry untouched.
+- Bad input: one line on stderr, status 1, the registry untouched (a few as real processes, the rest through the
+  command's function in the test's process, which the process runs in the same way).
 - The drills: shuffled labels are rejected (status 3) for three seeds; the same data reproduces the champion byte for
   byte and registers no duplicate; a passing candidate is promoted with --promote, and the registry still works.
 - .github/workflows/retrain.yml: valid for the GitHub workflow schema and actionlint (which reject broken copies),
@@ -17,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import BIN, HEADER, ROOT, ROW, script
-from support import SHA_PIN, actionlint, check_schema, month_older, telco_csv
+from support import SHA_PIN, actionlint, check_schema, in_process, month_older, telco_csv
 
 WORKFLOW = ROOT / ".github" / "workflows" / "retrain.yml"
 MODELS = ROOT / "model"
@@ -162,13 +163,24 @@ CASES = ["no --data", "missing file", "empty file", "unknown category", "too lit
          "small holdout", "other holdout", "NaN threshold", "negative seed"]
 
 
+AS_PROCESS = ("no --data", "unknown category")  # the rest run the command's function in the test's process: no imports to wait for
+
+
+def retrain(args: list[str], data_csv: Path, process: bool, **extra: str) -> subprocess.CompletedProcess:
+    "`churn_retrain ARGS` with `env_for`'s environment: a real process, or the command's function in this one."
+    if process: return subprocess.run([script("churn_retrain"), *args], capture_output=True, text=True, timeout=120,
+                                      env=env_for(data_csv, **extra))
+    from churn_deploy.retrain_cli import churn_retrain
+    return in_process(churn_retrain, *args, drop=("SOURCE_DATE_EPOCH", "OPENBLAS_CORETYPE", "CHURN_MODEL_DIR"),
+                      CHURN_DATA=str(data_csv), **extra)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_one_line(case, tmp_path, data_csv, runs):  # runs: the trainings go on meanwhile
     args, extra, expected = _case_files(tmp_path, data_csv)[case]
     shutil.copytree(MODELS, tmp_path / "model")
     before = files(tmp_path / "model")
-    r = subprocess.run([script("churn_retrain"), "--models", str(tmp_path / "model"), *args], capture_output=True,
-                       text=True, timeout=120, env=env_for(data_csv, **extra))
+    r = retrain(["--models", str(tmp_path / "model"), *args], data_csv, case in AS_PROCESS, **extra)
     assert r.returncode == 1, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(ERROR) and expected in lines[0], r.stderr
@@ -190,8 +202,7 @@ def test_bad_registry_one_line(damage, tmp_path, data_csv, runs):
         init_registry(root)
         (root / "registry.json").write_text('{"champion": ')
     before = files(root)
-    r = subprocess.run([script("churn_retrain"), "--models", str(root), "--data", str(data_csv)], capture_output=True,
-                       text=True, timeout=120, env=env_for(data_csv))
+    r = retrain(["--models", str(root), "--data", str(data_csv)], data_csv, damage == "no model")
     assert r.returncode == 1, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(ERROR) and str(root) in lines[0], r.stderr
