@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from conftest import ROOT, free_port, metric_samples, running_server, script
+from support import in_process
 
 KEY = "load-key-0123456789abcdef"  # CHURN_API_KEY of the key server
 MODEL_VERSION = __import__("json").loads((ROOT / "model" / "model.json").read_text())["version"]
@@ -115,12 +116,16 @@ def test_bad_urls_end_in_one_line(url, says):
 
 
 def test_bad_options_end_in_one_line(server):
-    for args, says in ((["--duration", "1"], "--rate and --duration are required"),
-                       (["--rate", "0", "--duration", "1"], "--rate must be above 0"),
-                       (["--rate", "10", "--duration", "1", "--batch_size", "20000"], "--batch_size must be between 1 and 10,000"),
-                       (["--rate", "10", "--duration", "1", "--slo_errors", "2"], "--slo_errors must be between 0 and 1"),
-                       (["--rate", "10", "--duration", "1", "--model", "/nonexistent"], "")):
-        assert_one_line_error(load("--url", server, *args), 1, "churn_load: error: " + says)
+    "The first as a process; the rest through the command's function in this process, as the process runs them."
+    from churn_deploy.load import churn_load
+    cases = ((["--duration", "1"], "--rate and --duration are required"),
+             (["--rate", "0", "--duration", "1"], "--rate must be above 0"),
+             (["--rate", "10", "--duration", "1", "--batch_size", "20000"], "--batch_size must be between 1 and 10,000"),
+             (["--rate", "10", "--duration", "1", "--slo_errors", "2"], "--slo_errors must be between 0 and 1"),
+             (["--rate", "10", "--duration", "1", "--model", "/nonexistent"], ""))
+    for i, (args, says) in enumerate(cases):
+        r = load("--url", server, *args) if i == 0 else in_process(churn_load, "--url", server, *args, *RELAXED, drop="CHURN_API_KEY")
+        assert_one_line_error(r, 1, "churn_load: error: " + says)
 
 
 def test_profile_from_a_model_directory(server):
