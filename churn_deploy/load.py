@@ -114,6 +114,7 @@ class Request:
     body: bytes
     predictions: int
 
+# %% ../nbs/30_load.ipynb #e84fb7ef
 POOL_CUSTOMERS, POOL_BATCHES = 2000, 50
 
 def plan(sampler: CustomerSampler, rate: float, duration: float, batch_share: float = 0.0, batch_size: int = 100,
@@ -149,6 +150,7 @@ class Outcome:
     lag: float # Seconds the client started it after its scheduled time
     predictions: int # Customers scored, 0 unless the answer was 2xx
 
+# %% ../nbs/30_load.ipynb #9cc31314
 @dataclass
 class Report:
     "A run's outcomes, summed up."
@@ -245,6 +247,7 @@ def check_url(url: str) -> str:
     if u.query or u.fragment: raise LoadError(f"--url must be the service's base URL, without ?query or #fragment: {url!r}")
     return url.rstrip("/")
 
+# %% ../nbs/30_load.ipynb #d13d90e1
 def _get(url: str, path: str, api_key: str | None, timeout: float):
     try: return httpx.get(url + path, headers={"X-API-Key": api_key} if api_key else {}, timeout=timeout)
     except (httpx.HTTPError, OSError) as e: raise LoadError(f"cannot reach {url}{path}: {type(e).__name__}: {e}") from None
