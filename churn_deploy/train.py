@@ -237,6 +237,7 @@ def save_model(res: TrainResult, out: str | Path, data_path: str | Path | None =
 # %% ../nbs/06_train.ipynb #e4063c2f
 class OutDirError(ValueError): "A model directory that `churn_train` must not write into."
 
+# %% ../nbs/06_train.ipynb #dc82cdb3
 def check_out_dir(out: str | Path) -> Path:
     "`out` if churn_train may write a model there; a registry, or a directory inside one, is refused (`churn_models add` registers)."
     out = Path(out)
