@@ -100,15 +100,18 @@ class Prediction(BaseModel):
     churn: bool = Field(description="churn_probability >= 0.5, the course's cut-off")
     model_version: str
 
+# %% ../nbs/14_api.ipynb #ac2b4db7
 class BatchPrediction(BaseModel):
     "One prediction per customer, in input order."
     predictions: list[Prediction]
 
+# %% ../nbs/14_api.ipynb #a7044d7b
 class Contribution(BaseModel):
     feature: str
     value: str | int | float
     contribution: float = Field(description="Log-odds contribution: coefficient × value")
 
+# %% ../nbs/14_api.ipynb #3218dd1d
 class Explanation(BaseModel):
     "A prediction taken apart: intercept + contributions = logit(churn_probability)."
     churn_probability: float
@@ -118,11 +121,13 @@ class Explanation(BaseModel):
     reasons: list[str] = Field(description="The strongest contributions, in words")
     model_version: str
 
+# %% ../nbs/14_api.ipynb #14933936
 class FieldError(BaseModel):
     field: str = Field(description="Where the problem is, e.g. `streamingtv` or `customers[3].tenure`")
     message: str
     type: str
 
+# %% ../nbs/14_api.ipynb #b60a1290
 class ErrorDetail(BaseModel):
     status: int
     message: str = Field(description="One line; names the field when one is to blame")
@@ -130,6 +135,7 @@ class ErrorDetail(BaseModel):
     fields: list[FieldError] = Field([], description=f"At most 20 field errors")
     more_fields: int = Field(0, description="How many further field errors were found but not listed")
 
+# %% ../nbs/14_api.ipynb #80391e56
 class ErrorResponse(BaseModel):
     "The body of every error response."
     error: ErrorDetail
@@ -150,6 +156,7 @@ def error_response(status: int, message: str, fields: list[dict] | None = None, 
                       "fields": fields, "more_fields": more}}
     return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
 
+# %% ../nbs/14_api.ipynb #901c3412
 def _path(loc) -> str:
     out = ""
     for part in loc: out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -159,6 +166,7 @@ def field_errors(errors: list[dict]) -> list[dict]:
     "pydantic's errors as `{field, message, type}`, with the paths a caller knows (`customers[3].tenure`)."
     return [{"field": _path(x["loc"]), "message": _cut(x["msg"]), "type": x["type"]} for x in errors]
 
+# %% ../nbs/14_api.ipynb #91880628
 def validation_error(e: ValidationError) -> Response:
     "400 for a body that is not JSON, else 422; the message names the first bad field."
     n = e.error_count()
@@ -173,10 +181,12 @@ class BodyTooLarge(Exception):
     "The request body is over its limit."
     def __init__(self, limit: int): super().__init__(limit); self.limit = limit
 
+# %% ../nbs/14_api.ipynb #4f1e8917
 class BadRequest(Exception):
     "A request refused before validation, with its status and message."
     def __init__(self, status: int, message: str): super().__init__(message); self.status, self.message = status, message
 
+# %% ../nbs/14_api.ipynb #8d746589
 def check_json_headers(headers: list[tuple[bytes, bytes]]):
     "Raise `BadRequest` unless the headers announce plain UTF-8 JSON."
     ct = enc = None
@@ -192,6 +202,7 @@ def check_json_headers(headers: list[tuple[bytes, bytes]]):
     if charset and charset.group(1).lower() not in ("utf-8", "utf8"):
         raise BadRequest(415, f"content-type: charset {_cut(charset.group(1))} is not supported; send UTF-8")
 
+# %% ../nbs/14_api.ipynb #7b534621
 async def read_json(receive, headers: list[tuple[bytes, bytes]], limit: int) -> bytes:
     "The body of a JSON request, read from the ASGI `receive` within `limit` bytes."
     check_json_headers(headers)
@@ -205,6 +216,7 @@ async def read_json(receive, headers: list[tuple[bytes, bytes]], limit: int) -> 
         chunks.append(chunk)
     return b"".join(chunks)
 
+# %% ../nbs/14_api.ipynb #f24bf118
 class ClientGone(Exception): "The client disconnected before its request was read."
 
 # %% ../nbs/14_api.ipynb #9b066490
@@ -214,6 +226,7 @@ def count_keys(body: bytes) -> int:
     "Occurrences of a closing quote followed by a colon: the number of keys, for a body of valid customers."
     return len(_KEY_END.findall(body))
 
+# %% ../nbs/14_api.ipynb #65a8c75c
 def _pairs_checker(seen: list):
     def hook(pairs):
         keys = [k for k, _ in pairs]
@@ -240,6 +253,7 @@ class ShapeError(Exception):
     "A batch body refused by its shape, before validation."
     def __init__(self, field: str, message: str): super().__init__(message); self.field, self.message = field, message
 
+# %% ../nbs/14_api.ipynb #1a3ae7f7
 def check_shape(body: bytes, max_batch: int):
     "Raise `ShapeError` for a batch body with too many objects, or an object with too many keys."
     if (objects := body.count(b"{")) > max_batch + 1:
@@ -272,6 +286,7 @@ class KeyProblem(Exception):
     "A repeated or unknown key in a body that passed validation: a 422 naming the key."
     def __init__(self, field: str, msg: str): super().__init__(msg); self.field, self.msg = field, msg
 
+# %% ../nbs/14_api.ipynb #914fbd67
 def check_keys(body: bytes, # A body that passed validation
                n_keys: int, # How many keys it must hold
                batch: bool, # A batch (`customers[i].key`) or one customer (`key`)
@@ -281,8 +296,11 @@ def check_keys(body: bytes, # A body that passed validation
 
 # %% ../nbs/14_api.ipynb #57fc7bd1
 class NotReady(Exception): "No model is loaded."
+
+# %% ../nbs/14_api.ipynb #bbcd112f
 class Draining(Exception): "The server is shutting down."
 
+# %% ../nbs/14_api.ipynb #ac88f776
 def _http_error(request, e: HTTPException):
     msg = e.detail if isinstance(e.detail, str) else str(e.detail)
     if e.status_code == 404: msg = f"no route {request.method} {request.url.path[:200]}"
@@ -316,6 +334,7 @@ def schema_ref(name: str) -> dict:
     "A JSON content entry pointing at the component schema `name`."
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
 
+# %% ../nbs/14_api.ipynb #b16d6e53
 def route_doc(body: str | None, # The request body's schema name, or None
               ok: str | None, # The 200 answer's schema name, or None to let FastAPI say
               *errors: int, # The error statuses the route answers, each in the one error shape
@@ -339,6 +358,7 @@ def add_schemas(app: FastAPI, models: list[type[BaseModel]]) -> FastAPI:
     app.openapi = openapi
     return app
 
+# %% ../nbs/14_api.ipynb #67e04a7b
 def add_key_scheme(app: FastAPI,
                    open_prefixes: tuple[str, ...] = (), # Paths that need no key, by prefix
                    open_exact: tuple[str, ...] = (), # Paths that need no key, exactly

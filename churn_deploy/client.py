@@ -33,6 +33,7 @@ class ClientError(RuntimeError):
         super().__init__(msg)
         self.status, self.retry_after = status, retry_after
 
+# %% ../nbs/24_client.ipynb #f46fbbbf
 def _retry_after(value: str | None) -> float | None:
     "The seconds a Retry-After header asks for: a number, or an HTTP date."
     if not value: return None

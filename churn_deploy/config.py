@@ -155,6 +155,7 @@ def key_hash(key: str) -> str:
     import hashlib
     return hashlib.sha256(key.encode()).hexdigest()
 
+# %% ../nbs/00_config.ipynb #82310d65
 def api_key_table(s: Settings) -> dict[str, str]:
     "sha256 hex of each configured key → its name; empty when keys are off."
     table = {key_hash(s.api_key.get_secret_value()): "default"} if s.api_key else {}

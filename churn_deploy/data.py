@@ -112,10 +112,12 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
     return h.hexdigest()
 
+# %% ../nbs/02_data.ipynb #e471bc01
 def canonical_sha256(obj) -> str:
     "Hex sha256 of `obj` as compact JSON with sorted keys."
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
+# %% ../nbs/02_data.ipynb #fad49384
 MAX_LINE_BYTES = 1 << 20
 "The longest line `read_raw` accepts (a Telco row is about 200 bytes; pyarrow reads in 1 MB blocks)."
 

@@ -18,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fastcore.basics import patch
+
 
 from .cli import command
 from .config import PORT, get_settings
@@ -70,31 +72,38 @@ class CustomerSampler:
         for _, p in pairs: acc += p / total; cum.append(acc)
         return [v for v, _ in pairs], cum
 
-    def _pick(self, values_cum) -> object: return self.rng.choices(values_cum[0], cum_weights=values_cum[1])[0]
+# %% ../nbs/30_load.ipynb #ba74eb60
+@patch
+def _pick(self: CustomerSampler, values_cum) -> object: return self.rng.choices(values_cum[0], cum_weights=values_cum[1])[0]
 
-    def _number(self, f: str) -> int | float:
-        part = self.reference["numeric"][f]
-        i = self.rng.choices(range(len(part["proportions"])), weights=part["proportions"])[0]
-        lo, hi = _bucket_bounds(part["edges"], i, NUMERIC_RANGES[f][0])
-        if f == "tenure":  # whole months in [lo, hi) (the last bucket includes hi)
-            first, last = math.ceil(lo), (math.floor(hi) if i == len(part["edges"]) else math.ceil(hi) - 1)
-            return self.rng.randint(first, last) if last >= first else round(lo)
-        return round(min(max(self.rng.uniform(lo, hi), lo), NUMERIC_RANGES[f][1]), 2)
+@patch
+def _number(self: CustomerSampler, f: str) -> int | float:
+    part = self.reference["numeric"][f]
+    i = self.rng.choices(range(len(part["proportions"])), weights=part["proportions"])[0]
+    lo, hi = _bucket_bounds(part["edges"], i, NUMERIC_RANGES[f][0])
+    if f == "tenure":  # whole months in [lo, hi) (the last bucket includes hi)
+        first, last = math.ceil(lo), (math.floor(hi) if i == len(part["edges"]) else math.ceil(hi) - 1)
+        return self.rng.randint(first, last) if last >= first else round(lo)
+    return round(min(max(self.rng.uniform(lo, hi), lo), NUMERIC_RANGES[f][1]), 2)
 
-    def customer(self) -> dict:
-        "One customer: the 19 features in schema order."
-        c = {f: self._pick(self._shares[f]) for f in ("phoneservice", "internetservice")}
-        out = {}
-        for f in CATEGORICAL:
-            if f in c: out[f] = c[f]
-            elif f in ADDONS: out[f] = NO_INTERNET if c["internetservice"] == "no" else self._pick(self._given[f])
-            elif f == "multiplelines": out[f] = NO_PHONE if c["phoneservice"] == "no" else self._pick(self._given[f])
-            else: out[f] = self._pick(self._shares[f])
-        return {**out, **{f: self._number(f) for f in NUMERICAL}}
+# %% ../nbs/30_load.ipynb #469ff471
+@patch
+def customer(self: CustomerSampler) -> dict:
+    "One customer: the 19 features in schema order."
+    c = {f: self._pick(self._shares[f]) for f in ("phoneservice", "internetservice")}
+    out = {}
+    for f in CATEGORICAL:
+        if f in c: out[f] = c[f]
+        elif f in ADDONS: out[f] = NO_INTERNET if c["internetservice"] == "no" else self._pick(self._given[f])
+        elif f == "multiplelines": out[f] = NO_PHONE if c["phoneservice"] == "no" else self._pick(self._given[f])
+        else: out[f] = self._pick(self._shares[f])
+    return {**out, **{f: self._number(f) for f in NUMERICAL}}
 
-    def sample(self, n: int) -> list[dict]:
-        "`n` customers."
-        return [self.customer() for _ in range(n)]
+# %% ../nbs/30_load.ipynb #ddc9eff3
+@patch
+def sample(self: CustomerSampler, n: int) -> list[dict]:
+    "`n` customers."
+    return [self.customer() for _ in range(n)]
 
 # %% ../nbs/30_load.ipynb #09df5abe
 @dataclass
@@ -105,6 +114,7 @@ class Request:
     body: bytes
     predictions: int
 
+# %% ../nbs/30_load.ipynb #e84fb7ef
 POOL_CUSTOMERS, POOL_BATCHES = 2000, 50
 
 def plan(sampler: CustomerSampler, rate: float, duration: float, batch_share: float = 0.0, batch_size: int = 100,
@@ -140,6 +150,7 @@ class Outcome:
     lag: float # Seconds the client started it after its scheduled time
     predictions: int # Customers scored, 0 unless the answer was 2xx
 
+# %% ../nbs/30_load.ipynb #9cc31314
 @dataclass
 class Report:
     "A run's outcomes, summed up."
@@ -236,6 +247,7 @@ def check_url(url: str) -> str:
     if u.query or u.fragment: raise LoadError(f"--url must be the service's base URL, without ?query or #fragment: {url!r}")
     return url.rstrip("/")
 
+# %% ../nbs/30_load.ipynb #d13d90e1
 def _get(url: str, path: str, api_key: str | None, timeout: float):
     try: return httpx.get(url + path, headers={"X-API-Key": api_key} if api_key else {}, timeout=timeout)
     except (httpx.HTTPError, OSError) as e: raise LoadError(f"cannot reach {url}{path}: {type(e).__name__}: {e}") from None

@@ -28,6 +28,7 @@ def sigmoid(z: float) -> float:
 class ModelError(RuntimeError):
     "The model directory is missing, corrupt or does not match the code."
 
+# %% ../nbs/07_predict.ipynb #bb1638b8
 class ChurnModel:
     "The churn model as lookup tables: `predict_proba` of one customer dict in a few microseconds."
     threshold = 0.5  # the course's cut-off for the yes/no answer

@@ -446,6 +446,7 @@ def is_registry(path: str | Path) -> bool:
     "True for a registry directory: a `registry.json` at the top."
     return (Path(path) / REGISTRY_FILE).is_file()
 
+# %% ../nbs/08_registry.ipynb #093127a5
 def resolve_model_dir(path: str | Path, version: str | None = None) -> tuple[Path, str]:
     "The directory holding the model.json of the champion (or `version`) of `path`, a one-version model directory or a registry; and the version."
     path = Path(path)
@@ -458,6 +459,7 @@ def resolve_model_dir(path: str | Path, version: str | None = None) -> tuple[Pat
         raise RegistryError(f"unknown version {version!r} in {path}; known: {', '.join(sorted(reg.versions))}")
     return (path if is_legacy(path) else version_dir(path, version)), version
 
+# %% ../nbs/08_registry.ipynb #0bc263f1
 def resolve_model(path: str | Path, version: str | None = None) -> tuple[ChurnModel, str]:
     "The verified model of the champion (or `version`) of `path`, a one-version model directory or a registry; and its version."
     path = Path(path)

@@ -141,6 +141,7 @@ def gate_checks(report: dict) -> list[dict]:
             ("holdout customers in training", report["holdout"]["overlap"], "<=", t["max_holdout_overlap"])]
     return [{"check": name, "value": v, "op": op, "threshold": th, "passed": _holds(v, op, th)} for name, v, op, th in spec]
 
+# %% ../nbs/11_retrain.ipynb #f2618d49
 def decide(report: dict) -> str:
     "The decision a report's numbers imply: rejected, unchanged, promoted or challenger."
     if not all(c["passed"] for c in gate_checks(report)): return "rejected"
@@ -327,6 +328,7 @@ def _keep_holdout(root: Path, v: str, src: Path):
         shutil.copyfile(src / HOLDOUT_FILE, d / HOLDOUT_FILE)
         (d / HOLDOUT_FILE).chmod((d / META_FILE).stat().st_mode & 0o777)
 
+# %% ../nbs/11_retrain.ipynb #a2502f37
 def unique_ids(df: pd.DataFrame, file: str) -> pd.DataFrame:
     "`df` if each customer id is on one row; else `ChurnDataError` naming the first repeated id and its lines."
     if not (dup := df[ID].duplicated()).any(): return df

@@ -90,6 +90,7 @@ def is_small(headers) -> bool:
         if k == b"content-length": return v.isdigit() and int(v) <= CUSTOMER_BODY_LIMIT
     return False
 
+# %% ../nbs/20_routes.ipynb #3dd162c2
 @lru_cache
 def _batch_check(max_batch: int): return batch_models(max_batch)[1]
 
@@ -117,6 +118,7 @@ def score_batch(state, served: Served, scope, batch) -> Response:
     return model_response({"predictions": [{"churn_probability": p, "churn": p >= t, "model_version": v, "role": role} for p in probs]},
                           v, role)
 
+# %% ../nbs/20_routes.ipynb #bb412d22
 async def predict_batch(request: Request) -> Response:
     "1 to `max_batch` customers' churn probabilities, in input order; a big body is read, checked and scored off the event loop."
     state, scope, receive = request.app.state, request.scope, request.receive
@@ -160,6 +162,7 @@ async def health() -> dict:
     "Liveness: the process answers."
     return {"status": "ok"}
 
+# %% ../nbs/20_routes.ipynb #ff7d18c3
 async def ready(request: Request, model: ModelDep) -> dict:
     "Readiness: a model is loaded and the server is not shutting down."
     state = request.app.state
@@ -169,6 +172,7 @@ async def ready(request: Request, model: ModelDep) -> dict:
         body["rate_limit"] = health()  # a degraded storage is reported, never a reason to fail readiness
     return body
 
+# %% ../nbs/20_routes.ipynb #2cd0b118
 def _brief(m: ChurnModel | None) -> dict | None:
     return {"version": m.version, "sha256": m.sha256, "created_at": m.meta.get("created_at"), "metrics": m.meta.get("metrics")} if m else None
 
@@ -196,6 +200,7 @@ async def prometheus(request: Request) -> Response:
     "Prometheus metrics."
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+# %% ../nbs/20_routes.ipynb #22831fa8
 def metrics_router() -> APIRouter:
     "`GET /metrics`, in Prometheus's text format."
     router = APIRouter()

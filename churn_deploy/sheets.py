@@ -32,6 +32,7 @@ def safe_column(s): # A pandas Series
     out[risky] = "'" + s[risky]
     return out
 
+# %% ../nbs/03_sheets.ipynb #07266e8f
 def safe_frame(df): # A pandas DataFrame
     "A copy of `df` whose text columns went through `safe_column`; the number columns are untouched."
     out = df.copy(deep=False)

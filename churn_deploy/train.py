@@ -51,18 +51,21 @@ class Splits:
     val: pd.DataFrame
     test: pd.DataFrame
 
+# %% ../nbs/06_train.ipynb #59603692
 def split_data(df: pd.DataFrame, seed: int = 1) -> Splits:
     "Split cleaned data as the course does: 80/20, then 75/25 of the 80."
     full_train, test = train_test_split(df, test_size=0.2, random_state=seed)
     train, val = train_test_split(full_train, test_size=0.25, random_state=seed)
     return Splits(full_train, train, val, test)
 
+# %% ../nbs/06_train.ipynb #4ee2f7d7
 SPLIT_SALT = "churn-deploy/split/1"
 
 def id_places(ids) -> np.ndarray:
     "Each customer id's fixed place in [0, 1): the first 8 bytes of sha256(`SPLIT_SALT`:id)."
     return np.array([int.from_bytes(hashlib.sha256(f"{SPLIT_SALT}:{i}".encode()).digest()[:8], "big") / 2.0**64 for i in ids])
 
+# %% ../nbs/06_train.ipynb #7cdc033b
 def split_by_id(df: pd.DataFrame) -> Splits:
     "Split cleaned data 60/20/20 by a hash of the customer id, in an order set by the ids alone (not the rows')."
     u = id_places(df[ID])
@@ -94,6 +97,7 @@ def to_records(df: pd.DataFrame) -> list[dict]:
     "The model's input: one dict of the 19 features per customer."
     return df[FEATURES].to_dict(orient="records")
 
+# %% ../nbs/06_train.ipynb #d8bf5228
 def make_model(C: float = 1.0) -> Pipeline:
     "Untrained `DictVectorizer` + liblinear `LogisticRegression`, the course's model."
     return make_pipeline(DictVectorizer(sparse=True), LogisticRegression(solver="liblinear", C=C, max_iter=1000, random_state=1))
@@ -140,6 +144,7 @@ class TrainResult:
     split: str = "course" # The name of the split in `SPLITS`
     test: pd.DataFrame | None = None # The test split's rows
 
+# %% ../nbs/06_train.ipynb #64057796
 def train_model(df: pd.DataFrame, # Cleaned data, as from `load_churn_data`
                 Cs=CS, # The values of C to try
                 cv: dict | None = None, # `cross_validate(split_data(df).full_train, Cs)`, if already run
@@ -232,6 +237,7 @@ def save_model(res: TrainResult, out: str | Path, data_path: str | Path | None =
 # %% ../nbs/06_train.ipynb #e4063c2f
 class OutDirError(ValueError): "A model directory that `churn_train` must not write into."
 
+# %% ../nbs/06_train.ipynb #dc82cdb3
 def check_out_dir(out: str | Path) -> Path:
     "`out` if churn_train may write a model there; a registry, or a directory inside one, is refused (`churn_models add` registers)."
     out = Path(out)
@@ -241,6 +247,7 @@ def check_out_dir(out: str | Path) -> Path:
                               f"then register it with `churn_models add DIR --models {d}`")
     return out
 
+# %% ../nbs/06_train.ipynb #a3f56a3a
 def train_to_dir(data: str | Path | None = None, out: str | Path | None = None, settings: Settings | None = None) -> dict:
     "Load the data, train, and save the model directory; return the metadata."
     s = settings or get_settings()
@@ -248,6 +255,7 @@ def train_to_dir(data: str | Path | None = None, out: str | Path | None = None, 
     path = find_data(data, s)
     return save_model(train_model(load_churn_data(path, s)), out, path)
 
+# %% ../nbs/06_train.ipynb #c3a9a254
 @command
 def churn_train(data: str = None, # CSV to train on (default: CHURN_DATA, the cache, then the download)
                 out: str = None, # Model directory to write, not a registry (default: CHURN_MODEL_DIR, or ./model)
