@@ -208,8 +208,11 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and not scope["path"].startswith(OPEN_PATHS) and scope["path"] not in self.open_exact:
-            got = next((v for k, v in scope["headers"] if k == b"x-api-key"), None)
-            name = self.keys.get(hashlib.sha256(got).digest()) if got else None
+            name = None
+            for k, v in scope["headers"]:
+                if k == b"x-api-key":
+                    if v: name = self.keys.get(hashlib.sha256(v).digest())
+                    break
             if name is None:
                 return await error_response(401, "x-api-key: missing or unknown API key",
                                             headers={"WWW-Authenticate": "APIKey"})(scope, receive, send)
