@@ -4,6 +4,12 @@
     uv run python bench/profile_edge.py --only cors   # the bare service and one feature
     uv run python bench/profile_edge.py --profile all # and cProfile's top functions for one configuration
 
+Instructions per request, which a busy machine does not change (valgrind's callgrind counts the instructions of one
+batch of requests, between two marker calls; the figure is the count divided by -n):
+
+    valgrind --tool=callgrind --zero-before='os_getppid*' --dump-before='os_getpgrp*' --callgrind-out-file=/tmp/cg.out \
+        .venv/bin/python bench/profile_edge.py --marked cors -n 400    # then: grep ^summary /tmp/cg.out.1
+
 Every configuration is built once, in one process, and they take turns: a batch of requests to each, round after
 round, and the best batch of each counts. On a machine other work keeps busy, a busy spell then slows every
 configuration's batches alike instead of one configuration's whole run. The app is driven straight through ASGI on one event loop (no sockets, no HTTP parsing): the figure is the
@@ -116,6 +122,8 @@ def main(argv=None):
     ap.add_argument("-n", type=int, default=500, help="requests per batch")
     ap.add_argument("--rounds", type=int, default=20, help="batches per configuration, taking turns; the best counts")
     ap.add_argument("--profile", help="cProfile this configuration: a feature name or 'all'")
+    ap.add_argument("--marked", help="one configuration (a feature name or 'all'), one batch of -n requests between the "
+                    "calls os.getppid() and os.getpgrp(), for callgrind to count (see above)")
     ap.add_argument("--only", help="comma-separated feature names to measure (default: every one, then all); bare is always measured")
     a = ap.parse_args(argv)
     import gc
@@ -138,6 +146,17 @@ def main(argv=None):
                for i, (name, env) in enumerate([*FEATURES.items(), ("all (production)", ALL)])}
     for i in range(len(configs)): os.makedirs(f"{tmp}/{i}")
     try:
+        if a.marked:
+            async def marked(env):
+                d = Driver(env)
+                async with d.app.router.lifespan_context(d.app) as st:
+                    d.state.update(st or {})
+                    for b in bodies[:50]: await d.one(b)  # warm-up
+                    os.getppid()  # callgrind zeroes its counts here,
+                    await d.batch(bodies, a.n)
+                    os.getpgrp()  # and dumps them here
+            uvloop.run(marked(configs["all (production)" if a.marked == "all" else a.marked]))
+            return
         if a.profile:
             env = configs["all (production)" if a.profile == "all" else a.profile]
             p = cProfile.Profile()

@@ -241,7 +241,7 @@ class CorsMiddleware(CORSMiddleware):
         origin = None
         for k, v in scope["headers"]:
             if k == b"origin": origin = v; break
-        if origin is not None and scope["method"] == "OPTIONS": return await super().__call__(scope, receive, send)  # a preflight
+        if origin is not None and scope["method"] == "OPTIONS": return await super().__call__(scope, receive, send)  # preflights: Starlette's
         names = self.added_names
         async def send_cors(msg):
             if msg["type"] == "http.response.start":
