@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import orjson
@@ -14,7 +15,7 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 # %% auto #0
-__all__ = ['TEXT_FORMAT', 'log', 'JsonLines', 'log_config', 'configure_logging']
+__all__ = ['TEXT_FORMAT', 'log', 'JsonLines', 'direct_handler', 'emit_line', 'log_config', 'configure_logging']
 
 # %% ../nbs/16_logs.ipynb #414e3e73
 class JsonLines(OrjsonFormatter):
@@ -23,23 +24,60 @@ class JsonLines(OrjsonFormatter):
         super().__init__("%(levelname)s %(name)s %(message)s", timestamp="time",
                          rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
                          reserved_attrs=[*RESERVED_ATTRS, "color_message"])  # uvicorn's coloured copy of the message
+        self._extras: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def add_fields(self, log_data, record, message_dict):
         log_data["time"] = None  # first in the line
         super().add_fields(log_data, record, message_dict)
 
+    def extras(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        "Which of a record's attribute `names` are its extras (not reserved, not private); remembered for each tuple of names."
+        if (got := self._extras.get(names)) is None:
+            if len(self._extras) >= 256: self._extras.clear()  # a bound, should records come with ever new names
+            skip = self._skip_fields  # the renamed fields are all reserved
+            got = self._extras[names] = tuple(k for k in names if k not in skip and k[:1] != "_")
+        return got
+
     def format(self, record) -> str:
         "The same line as python-json-logger's `format`, built directly for a plain record (one per request, when the access log is on)."
         if record.exc_info or record.exc_text or record.stack_info or isinstance(record.msg, dict): return super().format(record)
         record.message = message = record.getMessage()
-        data = {"time": None, "level": record.levelname, "logger": record.name, "message": message}
-        skip = self._skip_fields
-        for k, v in record.__dict__.items():
-            if k not in skip and k[:1] != "_": data[k] = v  # the extras; the renamed fields are all reserved
-        data["time"] = datetime.fromtimestamp(record.created, tz=timezone.utc)
-        return orjson.dumps(data, default=self.json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+        d = record.__dict__
+        return self.line(record.created, record.levelname, record.name, message, {k: d[k] for k in self.extras(tuple(d))})
+
+    def line(self, created: float, level: str, logger: str, message: str, extras: dict) -> str:
+        "The line of a plain record: created at `created` (seconds since the epoch), with these `extras`."
+        data = {"time": datetime.fromtimestamp(created, tz=timezone.utc), "level": level, "logger": logger, "message": message, **extras}
+        try: return orjson.dumps(data, default=self.json_default).decode()
+        except TypeError:  # an extra that is a dict with keys other than strings: the option python-json-logger always sets
+            return orjson.dumps(data, default=self.json_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# %% ../nbs/16_logs.ipynb #9da3ba74
+def direct_handler(logger: logging.Logger, level: int = logging.INFO) -> logging.StreamHandler | None:
+    "The one plain `StreamHandler` with `JsonLines` that a record of `logger` at `level` reaches, when nothing on its way filters or adds to it; else None."
+    if logging.getLogRecordFactory() is not logging.LogRecord or logger.disabled: return None
+    found, c = None, logger
+    while c is not None:
+        if c.filters: return None
+        for h in c.handlers:
+            if found is not None or type(h) is not logging.StreamHandler or h.filters or type(h.formatter) is not JsonLines or h.level > level:
+                return None
+            found = h
+        c = c.parent if c.propagate else None
+    return found
+
+def emit_line(handler: logging.StreamHandler, line: str, record: Callable[[], logging.LogRecord]):
+    "Write `line` as `handler` writes a record's: under its lock, with its terminator, flushed; a failure goes to `handleError` with `record()`."
+    handler.acquire()
+    try:
+        try:
+            handler.stream.write(line + handler.terminator)
+            handler.flush()
+        except RecursionError: raise
+        except Exception: handler.handleError(record())
+    finally: handler.release()
 
 # %% ../nbs/16_logs.ipynb #fb51c7bb
 def log_config(fmt: str = "text", # `json` or `text`

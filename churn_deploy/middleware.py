@@ -14,13 +14,16 @@ import re
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 
 from .api import REQUEST_ID, BodyTooLarge, error_response
-from .logs import log
+from .logs import direct_handler, emit_line, log
 
 # %% auto #0
 __all__ = ['OPEN_PATHS', 'UNLIMITED_PATHS', 'ServiceMetrics', 'ClientAddress', 'request_id', 'EdgeMiddleware',
-           'BodyLimitMiddleware', 'ApiKeyMiddleware', 'RateLimiter', 'charge', 'RateLimitMiddleware', 'MemoryWindows']
+           'BodyLimitMiddleware', 'ApiKeyMiddleware', 'CorsMiddleware', 'RateLimiter', 'charge', 'RateLimitMiddleware',
+           'MemoryWindows']
 
 # %% ../nbs/17_middleware.ipynb #1b3ed64d
 class ServiceMetrics:
@@ -160,12 +163,20 @@ class EdgeMiddleware:
                  "key_name": scope.get("churn.key"), "client": scope.get("churn.client")}
         if shadow := scope.get("churn.shadow"):  # the challenger's answer in shadow mode, under the same request id
             extra["shadow_version"], extra["shadow_probability"] = shadow
-        # as `_ACCESS.info` does, less the caller lookup (file and line of this call, which no log line shows) and
-        # makeRecord's check of each extra against the record's own names (these fixed names never collide)
-        record = logging.getLogRecordFactory()(_ACCESS.name, logging.INFO, "", 0, "%s %s %s %.2fms",
-                                               (scope["method"], route, status, seconds * 1000), None)
-        record.__dict__.update(extra)
-        _ACCESS.handle(record)
+        args = (scope["method"], route, status, seconds * 1000)
+        if (h := direct_handler(_ACCESS)) is not None:  # the image's set-up: the record's line, without the record (16_logs)
+            line = h.formatter.line(time.time(), logging.getLevelName(logging.INFO), _ACCESS.name, _ACCESS_MESSAGE % args, extra)
+            return emit_line(h, line, lambda: _access_record(args, extra))
+        _ACCESS.handle(_access_record(args, extra))
+
+_ACCESS_MESSAGE = "%s %s %s %.2fms"
+
+def _access_record(args: tuple, extra: dict) -> logging.LogRecord:
+    # as `_ACCESS.info` does, less the caller lookup (file and line of this call, which no log line shows) and
+    # makeRecord's check of each extra against the record's own names (these fixed names never collide)
+    record = logging.getLogRecordFactory()(_ACCESS.name, logging.INFO, "", 0, _ACCESS_MESSAGE, args, None)
+    record.__dict__.update(extra)
+    return record
 
 # %% ../nbs/17_middleware.ipynb #ddfe053d
 class BodyLimitMiddleware:
@@ -197,13 +208,49 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and not scope["path"].startswith(OPEN_PATHS) and scope["path"] not in self.open_exact:
-            got = next((v for k, v in scope["headers"] if k == b"x-api-key"), None)
-            name = self.keys.get(hashlib.sha256(got).digest()) if got else None
+            name = None
+            for k, v in scope["headers"]:
+                if k == b"x-api-key":
+                    if v: name = self.keys.get(hashlib.sha256(v).digest())
+                    break
             if name is None:
                 return await error_response(401, "x-api-key: missing or unknown API key",
                                             headers={"WWW-Authenticate": "APIKey"})(scope, receive, send)
             scope["churn.key"] = name
         await self.app(scope, receive, send)
+
+# %% ../nbs/17_middleware.ipynb #d0bb340e
+class CorsMiddleware(CORSMiddleware):
+    "Starlette's `CORSMiddleware` with a lean path for every request but a preflight: the same headers, appended to the response's."
+    def __init__(self, app, **options):
+        super().__init__(app, **options)
+        self.simple_raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.simple_headers.items()]
+        self.added_names = frozenset([b"vary", b"access-control-allow-origin", *(k for k, _ in self.simple_raw)])
+
+    def added(self, origin: bytes | None) -> list[tuple[bytes, bytes]]:
+        "The headers Starlette's `send` sets on a response with none of them yet, in its order."
+        if origin is None: return [(b"vary", b"Origin")]
+        out, allow = [*self.simple_raw], b"access-control-allow-origin"
+        if self.allow_all_origins:  # "*" is among the simple headers; with credentials, the origin itself takes its place
+            if self.allow_credentials: out = [(k, origin if k == allow else v) for k, v in out]
+        elif self.is_allowed_origin(origin.decode("latin-1")): out.append((allow, origin))
+        return [*out, (b"vary", b"Origin")]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http": return await self.app(scope, receive, send)
+        origin = None
+        for k, v in scope["headers"]:
+            if k == b"origin": origin = v; break
+        if origin is not None and scope["method"] == "OPTIONS": return await super().__call__(scope, receive, send)  # preflights: Starlette's
+        names = self.added_names
+        async def send_cors(msg):
+            if msg["type"] == "http.response.start":
+                hs = msg.get("headers") or []
+                for k, _ in hs:
+                    if k in names: return await self.send(msg, send, Headers(scope=scope))  # one to merge with: Starlette's way
+                msg["headers"] = [*hs, *self.added(origin)]
+            await send(msg)
+        await self.app(scope, receive, send_cors)
 
 # %% ../nbs/17_middleware.ipynb #3ea47c37
 UNLIMITED_PATHS = ("/health", "/ready", "/metrics")

@@ -17,14 +17,13 @@ from anyio import to_thread
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from prometheus_client import Gauge
-from starlette.middleware.cors import CORSMiddleware
 
 from .api import (BatchPrediction, Customer, ErrorResponse, Explanation, Prediction, add_error_handlers, add_key_scheme,
                               add_schemas, batch_models, guard_doc_pages)
 from .config import Settings, api_key_table, get_settings
 from .desk import PAGE_PATHS, desk_router, document_desk
 from .logs import log
-from .middleware import (OPEN_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, ClientAddress, EdgeMiddleware,
+from .middleware import (OPEN_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, ClientAddress, CorsMiddleware, EdgeMiddleware,
                                      RateLimiter, RateLimitMiddleware, ServiceMetrics)
 from .predict import ModelError
 from .observe import DriftMetrics, PredictionLog
@@ -133,7 +132,7 @@ def _add_edge(app: FastAPI, s: Settings, keys: dict):
     if s.rate_limit: app.add_middleware(RateLimitMiddleware, limiter=app.state.rate_limiter, free_exact=PAGE_PATHS)
     if keys: app.add_middleware(ApiKeyMiddleware, keys=keys, open_exact=PAGE_PATHS)
     if s.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=s.cors_origins, allow_methods=["GET", "POST"], allow_credentials=False,
+        app.add_middleware(CorsMiddleware, allow_origins=s.cors_origins, allow_methods=["GET", "POST"], allow_credentials=False,
                            allow_headers=["Content-Type", "X-API-Key", "X-Request-ID", "X-Customer-Id"], max_age=600,
                            expose_headers=["X-Request-ID", "X-Model-Version", "Retry-After", "RateLimit-Limit",
                                            "RateLimit-Remaining", "RateLimit-Reset"])
