@@ -22,6 +22,7 @@ from .api import (BatchPrediction, Customer, ErrorResponse, Explanation, Predict
                               add_schemas, batch_models, guard_doc_pages)
 from .config import Settings, api_key_table, get_settings
 from .desk import PAGE_PATHS, desk_router, document_desk
+from .offers import DEFAULT_CATALOGUE
 from .logs import log
 from .middleware import (OPEN_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, ClientAddress, CorsMiddleware, EdgeMiddleware,
                                      RateLimiter, RateLimitMiddleware, ServiceMetrics)
@@ -158,7 +159,7 @@ def create_app(settings: Settings | None = None, follow: Path | None = None) -> 
     app.router.routes.insert(0, app.router.routes.pop())  # matched in order: the hot routes first, before the docs pages
     app.include_router(probes_router())  # GET /health, /ready, /model
     app.include_router(metrics_router())  # GET /metrics
-    app.include_router(desk_router(FastRoute))  # the retention desk (21_desk): POST /whatif, the page at / and its assets
+    app.include_router(desk_router(FastRoute, s.offers or DEFAULT_CATALOGUE))  # the retention desk (21_desk), with these settings' catalogue
     document_desk(app)
     # the edge, the one error shape, and the docs
     _add_edge(app, s, keys)

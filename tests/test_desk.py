@@ -859,3 +859,21 @@ def test_readme_screenshot():
     png = (ROOT / "docs" / "desk.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 300_000, len(png)
     check_screenshot(png)
+
+
+def test_create_app_serves_the_catalogue_its_settings_name(tmp_path, model_dir):
+    "create_app(settings) follows its settings' catalogue, not the environment's: one offer in the file, one on the page and /whatif."
+    from fastapi.testclient import TestClient
+    from churn_deploy.config import Settings
+    from churn_deploy.data import SAMPLE_CUSTOMER
+    from churn_deploy.offers import DEFAULT_CATALOGUE, load_catalogue
+    from churn_deploy.serve import create_app
+    text = DEFAULT_CATALOGUE.read_text()
+    second = text.index("\n[[offer]]", text.index("\n[[offer]]") + 1)
+    (tmp_path / "one.toml").write_text(text[:second])
+    (only,) = load_catalogue(tmp_path / "one.toml")
+    with TestClient(create_app(Settings(model_dir=model_dir, offers=tmp_path / "one.toml"))) as c:
+        ids = [o["id"] for o in c.post("/whatif", json={"customer": SAMPLE_CUSTOMER}).json()["offers"]]
+        page = c.get("/").text
+    assert ids == [only.id], ids
+    assert page.count('name="offer"') == 1 and f'value="{only.id}"' in page
