@@ -93,7 +93,7 @@ class Plan:
 
 
 FULL = Plan(False, (1_000, 20_000), 5, 5, 10_000, 3, 10, 1_000_000, attempts=3, quiet_wait_s=120)
-SMOKE = Plan(True, (100, 1_000), 2, 1, 1_000, 1, 2, 20_000, attempts=1, quiet_wait_s=0)
+SMOKE = Plan(True, (100, 1_000), 2, 1, 1_000, 1, 1, 20_000, attempts=1, quiet_wait_s=0)
 QUIET = 0.15  # cores of CPU used by other processes during a measurement above which it counts as disturbed
 
 
@@ -579,7 +579,7 @@ def stage_edge(plan: Plan, tmp: Path, bodies: list[bytes], bodies_file: Path, ch
     s = Server("project", project_cmd(port), port, tmp / "project-hostile.log")
     try:
         s.first_200(s.start(), bodies[0])
-        seconds = 3 if plan.smoke else 10
+        seconds = 1 if plan.smoke else 10
         lat, batches, failed = health_under_batches(port, seconds)
         lat.sort()
         out["health_p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))]

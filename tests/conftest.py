@@ -66,6 +66,7 @@ def missing_data() -> str | None:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "data: needs the Telco churn CSV (CHURN_DATA, the cache, or the download)")
+    config.addinivalue_line("markers", "long_unit: a test module that takes minutes of a worker: handed out first, so it does not end the run alone")
 
 
 def _unit(item: pytest.Item) -> str:
@@ -80,10 +81,11 @@ def pytest_collection_modifyitems(config, items):
         if _needs_data(item): item.add_marker(pytest.mark.data)
         item.add_marker(pytest.mark.xdist_group(_unit(item)))
     # `--dist loadgroup --no-loadscope-reorder` hands the units out in this order: a module's tests share one worker (its
-    # module fixtures start once); each notebook is a unit of its own, and the notebooks go first, the largest (the
-    # slowest to run) first, so that no long unit starts last while the other worker has nothing left.
+    # module fixtures start once); each notebook is a unit of its own. The modules marked long_unit go first, then the
+    # notebooks, the largest (the slowest to run) first, then the rest: no long unit starts while the other worker
+    # has nothing left.
     weight = {u: (ROOT / u).stat().st_size for u in {_unit(i) for i in items} if u.startswith("nbs/")}
-    items.sort(key=lambda i: -weight.get(_unit(i), 0))  # stable: the modules keep their order
+    items.sort(key=lambda i: (i.get_closest_marker("long_unit") is None, -weight.get(_unit(i), 0)))  # stable otherwise
 
 
 def pytest_collection_finish(session):

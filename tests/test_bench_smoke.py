@@ -9,6 +9,8 @@ import pytest
 from churn_deploy.data import SAMPLE_CUSTOMER as SAMPLE
 from conftest import ROOT
 
+pytestmark = pytest.mark.long_unit  # minutes of a worker: handed out first (conftest.py)
+
 FIGURES = ["production: HTTP /predict throughput", "production: HTTP /predict p99", "production: worker RSS",
            "in-process single prediction", "HTTP /predict throughput, 1 worker", "HTTP /predict p99 latency",
            "cold start, spawn → first 200", "worker RSS after", "batch scoring"]

@@ -11,6 +11,8 @@ from churn_deploy.data import NUMERIC_RANGES, SAMPLE_CUSTOMER
 from churn_deploy.refusals import bad_requests
 from conftest import assert_error, metric_samples, raw, running_server
 
+pytestmark = pytest.mark.long_unit  # minutes of a worker: handed out first (conftest.py)
+
 BIN = Path(sys.executable).parent
 KEY = "fuzz-key-0123456789abcdef"
 # Examples per operation and phase. The default run generates over 2,000 cases in all (the closing note has the count);

@@ -20,6 +20,8 @@ import yaml
 from conftest import BIN, HEADER, ROOT, ROW, script
 from support import SHA_PIN, actionlint, check_schema, in_process, month_older, telco_csv
 
+pytestmark = pytest.mark.long_unit  # minutes of a worker: handed out first (conftest.py)
+
 WORKFLOW = ROOT / ".github" / "workflows" / "retrain.yml"
 MODELS = ROOT / "model"
 ERROR = "churn_retrain: error: "

@@ -8,6 +8,8 @@ import pytest
 from conftest import HEADER, ROW, script
 from support import telco_csv  # shared with other test modules
 
+pytestmark = pytest.mark.long_unit  # minutes of a worker: handed out first (conftest.py)
+
 
 NEED = "need at least 100 rows and 25 of each class"  # the minimum the README states
 
