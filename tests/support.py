@@ -102,7 +102,7 @@ def in_process(main, *args, drop: str | tuple[str, ...] = "CHURN_PREDICTION_LOG"
 
     For batteries of one-line errors, where a process each would spend its time importing; the variables starting with
     `drop` (a prefix, or a tuple of them) are unset and `env` is set meanwhile. Keep one real process per command to
-    prove the wiring. A command declared with `cli.command` is called as its console script calls it: `command(main)`."""
+    prove the wiring. A command declared with `cli.command` is called as its console script calls it (`command_main`)."""
     import contextlib, io, os, sys
     out, err, saved = io.StringIO(), io.StringIO(), dict(os.environ)
     for k in [k for k in os.environ if drop and k.startswith(drop)]: del os.environ[k]
