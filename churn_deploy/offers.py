@@ -262,9 +262,9 @@ def whatif(model: ChurnModel, # The compiled model
     rows = []
     for o, dz, fields in offer_terms(model, customer, offers):
         q = sigmoid(z + dz)
-        cost = o.cost_once + o.cost_monthly * horizon_months + o.discount * v  # Offer.cost, inline: this loop is the hot path
+        cost = o.cost(v, horizon_months)
         rows.append({"id": o.id, "label": o.label, "set": fields, "cost": cost, "churn_probability": q, "delta": q - p0,
-                     "net_value": save_rate * ((p0 - q) * v - cost) - contact_cost})
+                     "net_value": net_value(p0, q, v, cost, save_rate, contact_cost)})  # the one value model, as the campaign's
     rows.sort(key=_best_first)
     return {"model_version": model.version, "churn_probability": p0, "value": v,
             "value_model": {"save_rate": save_rate, "horizon_months": horizon_months, "contact_cost": contact_cost},

@@ -22,12 +22,12 @@ from .api import (BatchPrediction, Customer, ErrorResponse, Explanation, Predict
                               add_schemas, batch_models, guard_doc_pages)
 from .config import Settings, api_key_table, get_settings
 from .desk import PAGE_PATHS, desk_router, document_desk
-from .offers import DEFAULT_CATALOGUE
 from .logs import log
 from .middleware import (OPEN_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, ClientAddress, CorsMiddleware, EdgeMiddleware,
                                      RateLimiter, RateLimitMiddleware, ServiceMetrics)
 from .predict import ModelError
 from .observe import DriftMetrics, PredictionLog
+from .offers import DEFAULT_CATALOGUE
 from .registry import Served, is_legacy, load_served, registry_stamp
 from .routes import FastRoute, metrics_router, prediction_router, probes_router
 
