@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     max_batch: int = Field(10_000, ge=1, description="Most customers in one /predict/batch request")
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="Largest total size of the request headers (431 above); a head past 24 KB is cut off at once")
     max_headers: int = Field(100, ge=10, description="Most request headers (431 above)")
-    request_timeout: float = Field(10.0, gt=0, description="Seconds a client has to send a whole request before it is dropped")
+    request_timeout: float = Field(10.0, gt=0, description="Seconds a client has to send a whole request before it is dropped (time it waits on the server, as a big batch does for a slot, is not counted)")
     max_connections: int = Field(1000, ge=1, description="Open connections and requests per worker before new ones get 503 (keep it below the file-descriptor limit)")
     batch_threads: int = Field(2, ge=1, le=64, description="Batches over 64 KB read, validated and scored at once, each in a worker thread; the rest wait")
     grace_period: float = Field(20.0, ge=0, description="Seconds in-flight requests get to finish after SIGTERM/SIGINT")

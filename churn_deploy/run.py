@@ -21,6 +21,7 @@ from pathlib import Path
 import orjson
 from .cli import command
 from pydantic import ValidationError
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn import Server
 from uvicorn.supervisors import Multiprocess, multiprocess as uvicorn_multiprocess
@@ -40,9 +41,21 @@ __all__ = ['GuardedHttpToolsProtocol', 'ensure_model', 'pin_model', 'DrainingSer
 _REQUEST_LINE = 8192
 _IDLE_LINGER = 1.0  # seconds an idle keep-alive connection stays open after SIGTERM, for a request already on its way
 
+class _ClockedFlow(FlowControl):
+    "uvicorn's flow control, telling its protocol when the server stops and starts reading again."
+    def __init__(self, transport, protocol): super().__init__(transport); self._protocol = protocol
+
+    def pause_reading(self):
+        if not self.read_paused: self._protocol._hold()
+        super().pause_reading()
+
+    def resume_reading(self):
+        if self.read_paused: self._protocol._release()
+        super().resume_reading()
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     "uvicorn's httptools protocol, plus a deadline for each request to arrive whole and a hard cap on its head."
-    _deadline, _in_head, _head = None, True, 0
+    _deadline, _due, _left, _in_head, _head = None, None, None, True, 0
 
     def data_received(self, data: bytes):
         if self._in_head:
@@ -63,19 +76,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if getattr(self, "_close_after", False) and self.cycle is not None: self.cycle.keep_alive = False
 
-    def _arm(self):
+    def _arm(self, seconds: float | None = None):
+        if seconds is None: seconds = getattr(self.config, "churn_request_timeout", 10.0)
         self._disarm()
-        self._deadline = self.loop.call_later(getattr(self.config, "churn_request_timeout", 10.0), self._expire)
+        self._due, self._deadline = self.loop.time() + seconds, self.loop.call_later(seconds, self._expire)
 
     def _disarm(self):
         if self._deadline is not None: self._deadline.cancel(); self._deadline = None
+        self._due = self._left = None
+
+    def _hold(self):
+        "The server stops reading (a big body waits for a batch slot, a pipelined request for its turn): the clock stops too."
+        if self._due is not None:
+            left = self._due - self.loop.time()
+            self._disarm()
+            self._left = left
+
+    def _release(self):
+        "The server reads again: the client's clock runs on with the time it had left."
+        if self._left is not None: self._arm(self._left)
 
     def _expire(self):
-        self._deadline = None
+        self._deadline = self._due = None
         if not self.transport.is_closing(): self.transport.close()
 
     def connection_made(self, transport):
         super().connection_made(transport)
+        self.flow = _ClockedFlow(transport, self)  # time the server keeps a client waiting is not the client's
         self._arm()  # a connection that never sends a byte is dropped too
 
     def on_message_begin(self):

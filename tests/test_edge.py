@@ -354,6 +354,28 @@ def test_dropped_body_is_a_499_not_a_500(guarded):
     assert "Traceback" not in log.read_text() and "ERROR" not in log.read_text()
 
 
+def test_a_big_batch_waiting_for_a_slot_is_not_dropped_by_the_deadline(guarded):
+    """The deadline is the client's time to send its request, not the time the server keeps it waiting.
+    Two stalled big batches hold both batch slots until their own deadline (1 s) drops them; three whole 10,000-customer
+    batches sent at once wait behind them, and each behind the others' scoring, longer than 1 s in all: every one is answered."""
+    url, _, log = guarded
+    port = port_of(url)
+    stalled = [_held(port, b"POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 200000\r\n\r\n{\"customers\": [") for _ in range(2)]
+    time.sleep(0.2)  # both slots taken
+    body = json.dumps({"customers": [SAMPLE_CUSTOMER] * 10_000}).encode()
+    def send(_):
+        try: r = httpx.post(url + "/predict/batch", content=body, headers=JSON, timeout=60)
+        except httpx.TransportError as e: return repr(e)
+        return r.status_code, len(r.json()["predictions"]) if r.status_code == 200 else r.text[:200]
+    with ThreadPoolExecutor(3) as ex: answers = list(ex.map(send, range(3)))
+    try: assert all(_closed_within(s, 5) is not None for s in stalled), "a stalled batch kept its slot past the deadline"
+    finally:
+        for s in stalled: s.close()
+    assert answers == [(200, 10_000)] * 3, answers
+    assert "Traceback" not in log.read_text()
+
+
 def test_connection_cap_answers_503(guarded):
     url, _, _ = guarded
     port = port_of(url)
