@@ -111,14 +111,14 @@ def cross_validate(full_train: pd.DataFrame, Cs=CS, n_splits: int = 5, seed: int
     for k, (tr, va) in enumerate(folds, 1):
         for part, rows in (("training", tr), ("validation", va)):
             _require_both_classes(full_train[TARGET].iloc[rows], f"the {part} part of cross-validation fold {k}")
-    out = {}
-    for C in Cs:
-        aucs = []
-        for tr, va in folds:
-            m = make_model(C).fit(to_records(full_train.iloc[tr]), full_train[TARGET].iloc[tr])
-            aucs.append(auc(full_train[TARGET].iloc[va], m.predict_proba(to_records(full_train.iloc[va]))[:, 1]))
-        out[C] = (float(np.mean(aucs)), float(np.std(aucs)))
-    return out
+    records, y, aucs = to_records(full_train), full_train[TARGET].to_numpy(), {C: [] for C in Cs}
+    for tr, va in folds:  # each fold encoded once, as `make_model`'s first step would, then one fit per C
+        dv = make_model()[0]
+        X_tr, X_va = dv.fit_transform([records[i] for i in tr]), dv.transform([records[i] for i in va])
+        for C in Cs:
+            lr = make_model(C)[-1].fit(X_tr, y[tr])
+            aucs[C].append(auc(y[va], lr.predict_proba(X_va)[:, 1]))
+    return {C: (float(np.mean(a)), float(np.std(a))) for C, a in aucs.items()}
 
 # %% ../nbs/06_train.ipynb #5b0de879
 def best_C(cv: dict[float, tuple[float, float]]) -> float:
@@ -155,9 +155,9 @@ def train_model(df: pd.DataFrame, # Cleaned data, as from `load_churn_data`
     _require_both_classes(sp.test[TARGET], "the test split")
     if cv is None: cv = cross_validate(sp.full_train, Cs)
     C = best_C(cv)
-    model = make_model(C).fit(to_records(sp.full_train), sp.full_train[TARGET])
-    rows = {"total": len(df), "full_train": len(sp.full_train), "test": len(sp.test)}
     records = to_records(sp.full_train)
+    model = make_model(C).fit(records, sp.full_train[TARGET])
+    rows = {"total": len(df), "full_train": len(sp.full_train), "test": len(sp.test)}
     reference = reference_profile(records, model.predict_proba(records)[:, 1])
     return TrainResult(model, C, cv, evaluate(model, sp.test), rows, reference, split, sp.test)
 
