@@ -70,7 +70,7 @@ def compile_bytecode() -> str:
     t0 = time.perf_counter()
     dirs = bytecode_dirs()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
-    r = subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", *map(str, dirs)], env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "compileall", "-q", *map(str, dirs)], env=env, capture_output=True, text=True)
     if r.returncode: say(f"          (compileall reported problems, kept going: {(r.stdout + r.stderr).strip()[-300:]})")
     return (f"bytecode: python -m compileall over {', '.join(short([str(d)]) for d in dirs)} before any spawn, "
             f"{time.perf_counter() - t0:.1f} s (up-to-date files are skipped); every spawn runs with PYTHONDONTWRITEBYTECODE=1, as in the image")

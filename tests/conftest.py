@@ -69,23 +69,32 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "long_unit: a test module that takes minutes of a worker: handed out first, so it does not end the run alone")
 
 
-def _unit(item: pytest.Item) -> str:
-    "The test's unit of work for pytest-xdist: its notebook (tests/test_notebooks.py), else its test module."
-    nb = getattr(getattr(item, "callspec", None), "params", {}).get("nb")
-    return f"nbs/{nb}" if isinstance(nb, str) else item.nodeid.split("::")[0]
+def unit_of(nodeid: str) -> str:
+    "A test's unit of work for pytest-xdist: its notebook (tests/test_notebooks.py), else its test module."
+    m = re.fullmatch(r"tests/test_notebooks\.py::test_notebook\[(.+\.ipynb)\]", nodeid)
+    return f"nbs/{m[1]}" if m else nodeid.split("::")[0]
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m "not data"` works, and before xdist reads the groups
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scope scheduling, with `unit_of` as the scope: a module's tests share one worker (its module
+    fixtures start once); each notebook is a unit of its own. Not `--dist loadgroup`: pytest-xdist 3.8 sets a group by
+    renaming `item._nodeid`, which pytest 9 no longer reads, so every test became a unit of its own."""
+    from xdist.scheduler import LoadScopeScheduling
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str: return unit_of(nodeid)
+    return UnitScheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m "not data"` works
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if _needs_data(item): item.add_marker(pytest.mark.data)
-        item.add_marker(pytest.mark.xdist_group(_unit(item)))
-    # `--dist loadgroup --no-loadscope-reorder` hands the units out in this order: a module's tests share one worker (its
-    # module fixtures start once); each notebook is a unit of its own. The modules marked long_unit go first, then the
+    # `--no-loadscope-reorder` hands the units out in this order. The modules marked long_unit go first, then the
     # notebooks, the largest (the slowest to run) first, then the rest: no long unit starts while the other worker
     # has nothing left.
-    weight = {u: (ROOT / u).stat().st_size for u in {_unit(i) for i in items} if u.startswith("nbs/")}
-    items.sort(key=lambda i: (i.get_closest_marker("long_unit") is None, -weight.get(_unit(i), 0)))  # stable otherwise
+    weight = {u: (ROOT / u).stat().st_size for u in {unit_of(i.nodeid) for i in items} if u.startswith("nbs/")}
+    items.sort(key=lambda i: (i.get_closest_marker("long_unit") is None, -weight.get(unit_of(i.nodeid), 0)))  # stable otherwise
 
 
 def pytest_collection_finish(session):

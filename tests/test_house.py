@@ -177,3 +177,20 @@ def test_no_module_holds_more_than_one_concern_by_size():
     sizes = {p.name: sum(not l.startswith("# %% ") for l in p.read_text().splitlines())
              for p in PKG.glob("*.py") if p.stem not in GENERATED}
     assert {n: s for n, s in sizes.items() if s > 450} == {}
+
+
+def test_a_test_modules_tests_share_one_worker():
+    """The suite's scheduling (conftest.py: pytest_xdist_make_scheduler): under pytest-xdist every test of a module runs
+    on one worker, so its module fixtures start once. pytest-xdist's own `--dist loadgroup` lost its groups under
+    pytest 9 and spread a module over both workers; this nested run of two modules on two workers fails then."""
+    import subprocess
+    r = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "-v", "-p", "no:cacheprovider",
+                        "tests/test_house.py", "tests/test_cli_help.py::test_the_scanner_finds_commands_and_flags",
+                        "-k", "not share_one_worker"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    ran = re.findall(r"\[(gw\d)\] .*?PASSED (tests/\S+?)::", r.stdout)
+    assert r.returncode == 0 and ran, r.stdout[-3000:] + r.stderr[-2000:]
+    workers = {m: {w for w, mod in ran if mod == m} for _, m in ran}
+    assert set(workers) == {"tests/test_house.py", "tests/test_cli_help.py"}, workers
+    assert all(len(w) == 1 for w in workers.values()), f"a module's tests ran on several workers: {workers}"
+    assert sum(mod == "tests/test_house.py" for _, mod in ran) >= 8, ran
