@@ -93,7 +93,7 @@ class Plan:
 
 
 FULL = Plan(False, (1_000, 20_000), 5, 5, 10_000, 3, 10, 1_000_000, attempts=3, quiet_wait_s=120)
-SMOKE = Plan(True, (100, 1_000), 2, 1, 1_000, 1, 1, 20_000, attempts=1, quiet_wait_s=0)
+SMOKE = Plan(True, (100, 1_000), 2, 1, 1_000, 0, 1, 20_000, attempts=1, quiet_wait_s=0)  # no warm-up: nothing is judged
 QUIET = 0.15  # cores of CPU used by other processes during a measurement above which it counts as disturbed
 
 
@@ -480,7 +480,7 @@ def stage_http(plan: Plan, name: str, make_cmd, tmp: Path, bodies: list[bytes], 
             say(f"{tag:11} worker RSS after {plan.rss_requests:,} requests: {out['rss_mib']:.1f} MiB "
                 f"(pid {pid}; {len(tree)} process(es) in the server's tree, {sum(map(rss_kib, tree)) / 1024:.1f} MiB "
                 f"in all; {out['rss_errors']} failed; {time.perf_counter() - t0:.1f} s)")
-        warm = wrk(port, plan.warmup_s, plan.connections, bodies_file, headers)
+        warm = wrk(port, plan.warmup_s, plan.connections, bodies_file, headers) if plan.warmup_s else Load(0, 0, 0, 0, 0, 0)
         runs = []
         def load_run():
             runs.append(wrk(port, plan.load_s, plan.connections, bodies_file, headers))
