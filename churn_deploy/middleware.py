@@ -13,6 +13,7 @@ import os
 import re
 import time
 
+from fastcore.basics import patch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
@@ -25,7 +26,7 @@ __all__ = ['OPEN_PATHS', 'UNLIMITED_PATHS', 'ServiceMetrics', 'ClientAddress', '
            'BodyLimitMiddleware', 'ApiKeyMiddleware', 'CorsMiddleware', 'RateLimiter', 'charge', 'RateLimitMiddleware',
            'MemoryWindows']
 
-# %% ../nbs/17_middleware.ipynb #1b3ed64d
+# %% ../nbs/17_middleware.ipynb #cfe4e8f5
 class ServiceMetrics:
     "The service's Prometheus metrics, in a registry of their own."
     def __init__(self):
@@ -47,30 +48,34 @@ class ServiceMetrics:
                                     "by the champion's decision", ["version", "champion_churn"], registry=r)
         self._children, self._scored = {}, {}
 
-    def observe(self, method: str, route: str, status: int, seconds: float):
-        "Count one request and record its latency."
-        key = (method, route, status)
-        if (c := self._children.get(key)) is None:  # labels() lookups cost more than the increments
-            c = self._children[key] = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
-        c[0].inc(); c[1].observe(seconds)
+# %% ../nbs/17_middleware.ipynb #867f07ce
+@patch
+def observe(self:ServiceMetrics, method: str, route: str, status: int, seconds: float):
+    "Count one request and record its latency."
+    key = (method, route, status)
+    if (c := self._children.get(key)) is None:  # labels() lookups cost more than the increments
+        c = self._children[key] = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+    c[0].inc(); c[1].observe(seconds)
 
-    def scored(self, version: str, role: str, probs: list[float]):
-        "Count customers scored by `version` in `role`, and record their probabilities."
-        key = (version, role)
-        if (c := self._scored.get(key)) is None: c = self._scored[key] = self.predictions.labels(version, role)
-        c.inc(len(probs))
-        for p in probs: self.probability.observe(p)
+@patch
+def scored(self:ServiceMetrics, version: str, role: str, probs: list[float]):
+    "Count customers scored by `version` in `role`, and record their probabilities."
+    key = (version, role)
+    if (c := self._scored.get(key)) is None: c = self._scored[key] = self.predictions.labels(version, role)
+    c.inc(len(probs))
+    for p in probs: self.probability.observe(p)
 
-    def shadowed(self, version: str, champion: list[bool], shadow: list[bool]):
-        "Count customers scored in shadow by `version`, and the decisions that would have flipped."
-        if (c := self._scored.get(version)) is None:
-            c = self._scored[version] = (self.shadow_scored.labels(version), self.shadow_flips.labels(version, "true"),
-                                         self.shadow_flips.labels(version, "false"))
-        c[0].inc(len(shadow))
-        flips = [a for a, b in zip(champion, shadow) if a != b]
-        if flips:
-            if n := sum(flips): c[1].inc(n)
-            if m := len(flips) - n: c[2].inc(m)
+@patch
+def shadowed(self:ServiceMetrics, version: str, champion: list[bool], shadow: list[bool]):
+    "Count customers scored in shadow by `version`, and the decisions that would have flipped."
+    if (c := self._scored.get(version)) is None:
+        c = self._scored[version] = (self.shadow_scored.labels(version), self.shadow_flips.labels(version, "true"),
+                                     self.shadow_flips.labels(version, "false"))
+    c[0].inc(len(shadow))
+    flips = [a for a, b in zip(champion, shadow) if a != b]
+    if flips:
+        if n := sum(flips): c[1].inc(n)
+        if m := len(flips) - n: c[2].inc(m)
 
 # %% ../nbs/17_middleware.ipynb #24269030
 _PRIVATE = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8,fc00::/7,::1/128"
@@ -113,7 +118,7 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
         if k == b"x-request-id" and _RID.fullmatch(v): return v.decode()
     return os.urandom(8).hex()
 
-# %% ../nbs/17_middleware.ipynb #b445d87a
+# %% ../nbs/17_middleware.ipynb #9a250a8c
 class EdgeMiddleware:
     "Outermost ASGI middleware: request id, 431, nosniff, the access line, metrics and the one 500 handler."
     def __init__(self, app, metrics: ServiceMetrics, client: ClientAddress, access_log: bool = False,
@@ -155,19 +160,22 @@ class EdgeMiddleware:
             if self.access_log and _ACCESS.isEnabledFor(logging.INFO): self._access(scope, route, status, seconds, out)
             REQUEST_ID.reset(token)
 
-    def _access(self, scope, route, status, seconds, out):
-        version = out["version"].decode() if out["version"] else getattr(getattr(scope.get("app"), "state", None), "model_version", None)
-        extra = {"request_id": REQUEST_ID.get(), "method": scope["method"], "route": route, "status": status,
-                 "duration_ms": round(seconds * 1000, 3), "bytes": out["bytes"], "model_version": version,
-                 "model_role": out["role"].decode() if out["role"] else None,
-                 "key_name": scope.get("churn.key"), "client": scope.get("churn.client")}
-        if shadow := scope.get("churn.shadow"):  # the challenger's answer in shadow mode, under the same request id
-            extra["shadow_version"], extra["shadow_probability"] = shadow
-        args = (scope["method"], route, status, seconds * 1000)
-        if (h := direct_handler(_ACCESS)) is not None:  # the image's set-up: the record's line, without the record (16_logs)
-            line = h.formatter.line(time.time(), logging.getLevelName(logging.INFO), _ACCESS.name, _ACCESS_MESSAGE % args, extra)
-            return emit_line(h, line, lambda: _access_record(args, extra))
-        _ACCESS.handle(_access_record(args, extra))
+
+# %% ../nbs/17_middleware.ipynb #75650b31
+@patch
+def _access(self:EdgeMiddleware, scope, route, status, seconds, out):
+    version = out["version"].decode() if out["version"] else getattr(getattr(scope.get("app"), "state", None), "model_version", None)
+    extra = {"request_id": REQUEST_ID.get(), "method": scope["method"], "route": route, "status": status,
+             "duration_ms": round(seconds * 1000, 3), "bytes": out["bytes"], "model_version": version,
+             "model_role": out["role"].decode() if out["role"] else None,
+             "key_name": scope.get("churn.key"), "client": scope.get("churn.client")}
+    if shadow := scope.get("churn.shadow"):  # the challenger's answer in shadow mode, under the same request id
+        extra["shadow_version"], extra["shadow_probability"] = shadow
+    args = (scope["method"], route, status, seconds * 1000)
+    if (h := direct_handler(_ACCESS)) is not None:  # the image's set-up: the record's line, without the record (16_logs)
+        line = h.formatter.line(time.time(), logging.getLevelName(logging.INFO), _ACCESS.name, _ACCESS_MESSAGE % args, extra)
+        return emit_line(h, line, lambda: _access_record(args, extra))
+    _ACCESS.handle(_access_record(args, extra))
 
 _ACCESS_MESSAGE = "%s %s %s %.2fms"
 
@@ -252,7 +260,7 @@ class CorsMiddleware(CORSMiddleware):
             await send(msg)
         await self.app(scope, receive, send_cors)
 
-# %% ../nbs/17_middleware.ipynb #3ea47c37
+# %% ../nbs/17_middleware.ipynb #8a0b6cef
 UNLIMITED_PATHS = ("/health", "/ready", "/metrics")
 
 _DEGRADED_FOR = 60.0  # seconds health() says "degraded" after the storage's last call failed
@@ -271,49 +279,55 @@ class RateLimiter:
                          FixedWindowRateLimiter(storage_from_string("async+" + storage, **sockets)))
         self._failed_at, self._logged_at, self._told = None, float("-inf"), False
 
-    async def hit(self, who: str, cost: int = 1) -> dict | None:
-        "None when `who` may spend `cost`, or when the storage fails or is slow; else the refusal's headers and message."
-        try:
-            if self.timeout is None: refused = await self._count(who, cost)
-            else:
-                async with asyncio.timeout(self.timeout): refused = await self._count(who, cost)
-        except Exception as e:  # the storage is down or stalled: admit, count, log now and then
-            self._failed(e)
-            return None
-        if self._failed_at is not None: self._recovered()
-        return refused
-
-    async def _count(self, who: str, cost: int) -> dict | None:
-        for lim in self.limits:
-            if not await self.strategy.hit(lim, who, cost=cost):
-                reset, _ = await self.strategy.get_window_stats(lim, who)
-                wait = max(1, int(reset - time.time() + 0.999))
-                if self.metrics: self.metrics.rate_limited.inc()
-                return {"message": f"rate limit: over {lim.amount} per {lim.multiples} {lim.GRANULARITY.name}"
-                                   f"{'s' if lim.multiples > 1 else ''}; retry in {wait} s",
-                        "headers": {"Retry-After": str(wait), "RateLimit-Limit": str(lim.amount),
-                                    "RateLimit-Remaining": "0", "RateLimit-Reset": str(wait)}}
-        return None
-
-    def _failed(self, e: Exception):
-        self._failed_at = now = time.monotonic()
-        if self.metrics: self.metrics.limiter_errors.inc()
-        if now - self._logged_at > 60:
-            self._logged_at, self._told = now, True
-            why = (f"no answer within {self.timeout} s" if isinstance(e, TimeoutError) and not str(e) else
-                   str(e).replace("\r", " ").replace("\n", " ")[:200] or type(e).__name__)
-            log.error("rate limit storage failed, requests are admitted: %s", why)
-
-    def _recovered(self):
-        self._failed_at = None
-        if self._told:  # one line back for each line that said it failed: at most one a minute
-            self._told = False
-            log.warning("rate limit storage answers again, requests are counted")
-
     def health(self) -> dict[str, str]:
         "`{\"rate_limit_storage\": \"degraded\"}` while the storage's last call failed, less than a minute ago; else `\"ok\"`."
         bad = self._failed_at is not None and time.monotonic() - self._failed_at < _DEGRADED_FOR
         return {"rate_limit_storage": "degraded" if bad else "ok"}
+
+# %% ../nbs/17_middleware.ipynb #a6966465
+@patch
+async def _count(self:RateLimiter, who: str, cost: int) -> dict | None:
+    for lim in self.limits:
+        if not await self.strategy.hit(lim, who, cost=cost):
+            reset, _ = await self.strategy.get_window_stats(lim, who)
+            wait = max(1, int(reset - time.time() + 0.999))
+            if self.metrics: self.metrics.rate_limited.inc()
+            return {"message": f"rate limit: over {lim.amount} per {lim.multiples} {lim.GRANULARITY.name}"
+                               f"{'s' if lim.multiples > 1 else ''}; retry in {wait} s",
+                    "headers": {"Retry-After": str(wait), "RateLimit-Limit": str(lim.amount),
+                                "RateLimit-Remaining": "0", "RateLimit-Reset": str(wait)}}
+    return None
+
+@patch
+def _failed(self:RateLimiter, e: Exception):
+    self._failed_at = now = time.monotonic()
+    if self.metrics: self.metrics.limiter_errors.inc()
+    if now - self._logged_at > 60:
+        self._logged_at, self._told = now, True
+        why = (f"no answer within {self.timeout} s" if isinstance(e, TimeoutError) and not str(e) else
+               str(e).replace("\r", " ").replace("\n", " ")[:200] or type(e).__name__)
+        log.error("rate limit storage failed, requests are admitted: %s", why)
+
+@patch
+def _recovered(self:RateLimiter):
+    self._failed_at = None
+    if self._told:  # one line back for each line that said it failed: at most one a minute
+        self._told = False
+        log.warning("rate limit storage answers again, requests are counted")
+
+# %% ../nbs/17_middleware.ipynb #6b582935
+@patch
+async def hit(self:RateLimiter, who: str, cost: int = 1) -> dict | None:
+    "None when `who` may spend `cost`, or when the storage fails or is slow; else the refusal's headers and message."
+    try:
+        if self.timeout is None: refused = await self._count(who, cost)
+        else:
+            async with asyncio.timeout(self.timeout): refused = await self._count(who, cost)
+    except Exception as e:  # the storage is down or stalled: admit, count, log now and then
+        self._failed(e)
+        return None
+    if self._failed_at is not None: self._recovered()
+    return refused
 
 # %% ../nbs/17_middleware.ipynb #5cd8a573
 def _who(scope) -> str: return f"key:{scope['churn.key']}" if scope.get("churn.key") else f"ip:{scope.get('churn.client', '-')}"

@@ -17,6 +17,7 @@ import time
 from datetime import datetime, timezone
 
 import orjson
+from fastcore.basics import patch
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -27,7 +28,7 @@ from .registry import canary_share
 # %% auto #0
 __all__ = ['DriftMetrics', 'RecordBuffer', 'RecordWriter', 'PredictionLog']
 
-# %% ../nbs/18_observe.ipynb #2f5f6ed6
+# %% ../nbs/18_observe.ipynb #5f9e7350
 class DriftMetrics:
     "Scored rows by model version, feature and reference bucket; and the reference proportions, as Prometheus series."
     def __init__(self, registry: CollectorRegistry):
@@ -39,55 +40,62 @@ class DriftMetrics:
 
     def describe(self): return []
 
-    def collect(self):
-        "The counters and gauges, read at scrape time from plain ints: counting costs no Prometheus call per row."
-        rows = CounterMetricFamily("churn_feature_rows", "Scored rows by model version, feature and reference-profile bucket",
-                                   labels=["version", "feature", "bucket"])
-        ref = GaugeMetricFamily("churn_reference_proportion", "Share of the training rows in each reference-profile bucket",
-                                labels=["version", "feature", "bucket"])
-        with self._lock: counts = list(self._counts.items())
-        for key, n in counts: rows.add_metric(key, n)
-        for key, p in self._reference.items(): ref.add_metric(key, p)
-        yield rows
-        yield ref
+# %% ../nbs/18_observe.ipynb #6faada56
+@patch
+def collect(self:DriftMetrics):
+    "The counters and gauges, read at scrape time from plain ints: counting costs no Prometheus call per row."
+    rows = CounterMetricFamily("churn_feature_rows", "Scored rows by model version, feature and reference-profile bucket",
+                               labels=["version", "feature", "bucket"])
+    ref = GaugeMetricFamily("churn_reference_proportion", "Share of the training rows in each reference-profile bucket",
+                            labels=["version", "feature", "bucket"])
+    with self._lock: counts = list(self._counts.items())
+    for key, n in counts: rows.add_metric(key, n)
+    for key, p in self._reference.items(): ref.add_metric(key, p)
+    yield rows
+    yield ref
 
-    def add_version(self, version: str, reference: dict | None):
-        "Compile `reference`, create the version's series at zero and set its gauges (once per version)."
-        if version in self._tables or not reference: return
-        numeric = {f: (reference["numeric"][f]["edges"], [(version, f, str(i)) for i in range(len(reference["numeric"][f]["edges"]) + 1)])
-                   for f in NUMERICAL}
-        score = (reference["score"]["edges"], [(version, "score", str(i)) for i in range(len(reference["score"]["edges"]) + 1)])
-        categorical = {f: ({v: (version, f, str(v)) for v in reference["categorical"][f]["values"]}, (version, f, "unknown"))
-                       for f in CATEGORICAL}
-        with self._lock:
-            for f, spec in [*reference["numeric"].items(), *reference["categorical"].items(), ("score", reference["score"])]:
-                labels = spec.get("values") or [str(i) for i in range(len(spec["proportions"]))]
-                for b, p in zip(labels, spec["proportions"]):
-                    self._counts.setdefault((version, f, str(b)), 0)
-                    self._reference[version, f, str(b)] = p
-        self._tables[version] = (numeric, score, categorical)
+# %% ../nbs/18_observe.ipynb #b7cfd616
+@patch
+def add_version(self:DriftMetrics, version: str, reference: dict | None):
+    "Compile `reference`, create the version's series at zero and set its gauges (once per version)."
+    if version in self._tables or not reference: return
+    numeric = {f: (reference["numeric"][f]["edges"], [(version, f, str(i)) for i in range(len(reference["numeric"][f]["edges"]) + 1)])
+               for f in NUMERICAL}
+    score = (reference["score"]["edges"], [(version, "score", str(i)) for i in range(len(reference["score"]["edges"]) + 1)])
+    categorical = {f: ({v: (version, f, str(v)) for v in reference["categorical"][f]["values"]}, (version, f, "unknown"))
+                   for f in CATEGORICAL}
+    with self._lock:
+        for f, spec in [*reference["numeric"].items(), *reference["categorical"].items(), ("score", reference["score"])]:
+            labels = spec.get("values") or [str(i) for i in range(len(spec["proportions"]))]
+            for b, p in zip(labels, spec["proportions"]):
+                self._counts.setdefault((version, f, str(b)), 0)
+                self._reference[version, f, str(b)] = p
+    self._tables[version] = (numeric, score, categorical)
 
-    def count_scores(self, version: str, probs: list[float]):
-        "Tally only the score buckets: a shadow challenger sees the champion's rows, so its features add nothing new."
-        if (t := self._tables.get(version)) is None: return
-        sedges, skeys = t[1]
-        with self._lock:
-            for p in probs: self._counts[skeys[bisect.bisect_right(sedges, p)]] += 1
+# %% ../nbs/18_observe.ipynb #0f7fc619
+@patch
+def count_scores(self:DriftMetrics, version: str, probs: list[float]):
+    "Tally only the score buckets: a shadow challenger sees the champion's rows, so its features add nothing new."
+    if (t := self._tables.get(version)) is None: return
+    sedges, skeys = t[1]
+    with self._lock:
+        for p in probs: self._counts[skeys[bisect.bisect_right(sedges, p)]] += 1
 
-    def count(self, version: str, rows: list[dict], probs: list[float]):
-        "Tally `rows` and their probabilities into the version's buckets."
-        if (t := self._tables.get(version)) is None: return
-        numeric, (sedges, skeys), categorical = t
-        keys = []
-        for row, p in zip(rows, probs):
-            keys += [known.get(row[f], unknown) for f, (known, unknown) in categorical.items()]
-            keys += [labels[bisect.bisect_right(edges, row[f])] for f, (edges, labels) in numeric.items()]
-            keys.append(skeys[bisect.bisect_right(sedges, p)])
-        if len(rows) > 1: keys = collections.Counter(keys).items()
-        else: keys = [(k, 1) for k in keys]
-        with self._lock:
-            c = self._counts
-            for k, n in keys: c[k] += n
+@patch
+def count(self:DriftMetrics, version: str, rows: list[dict], probs: list[float]):
+    "Tally `rows` and their probabilities into the version's buckets."
+    if (t := self._tables.get(version)) is None: return
+    numeric, (sedges, skeys), categorical = t
+    keys = []
+    for row, p in zip(rows, probs):
+        keys += [known.get(row[f], unknown) for f, (known, unknown) in categorical.items()]
+        keys += [labels[bisect.bisect_right(edges, row[f])] for f, (edges, labels) in numeric.items()]
+        keys.append(skeys[bisect.bisect_right(sedges, p)])
+    if len(rows) > 1: keys = collections.Counter(keys).items()
+    else: keys = [(k, 1) for k in keys]
+    with self._lock:
+        c = self._counts
+        for k, n in keys: c[k] += n
 
 # %% ../nbs/18_observe.ipynb #ae1c3b69
 _log = logging.getLogger("churn")
@@ -128,7 +136,7 @@ class _RecordStream(_CountingErrors, logging.StreamHandler):
         else:
             if self._failing: self.recovered()
 
-# %% ../nbs/18_observe.ipynb #1b5f2dde
+# %% ../nbs/18_observe.ipynb #f76b2b4b
 class _RecordFile(_CountingErrors, logging.Handler):
     "The JSONL sink: each record one whole line, appended with `os.write`; a write cut short is cut back off the file."
     _write = staticmethod(os.write)  # the notebook's tests stand a full disk in here
@@ -144,58 +152,65 @@ class _RecordFile(_CountingErrors, logging.Handler):
         st = os.fstat(self.fd)
         self.size, self.rotates = st.st_size, stat.S_ISREG(st.st_mode) and self.max_bytes > 0 and self.backups > 0
 
-    def _rotate(self):
-        "`path` becomes `path.1`, `path.1` becomes `path.2`, …, as `RotatingFileHandler` does."
-        os.close(self.fd); self.fd = None
-        for i in range(self.backups - 1, 0, -1):
-            if os.path.exists(f"{self.path}.{i}"): os.replace(f"{self.path}.{i}", f"{self.path}.{i + 1}")
-        os.replace(self.path, f"{self.path}.1")
-
-    def _full(self, size: int) -> bool: return self.rotates and self.size and self.size + size >= self.max_bytes
-
-    def emit(self, record):
-        try:
-            data = record.line
-            if self.fd is None: self._open()  # after a failed rotation
-            if self._full(len(data)): self._rotate(); self._open()
-            self._append(data)
-        except Exception: self.handleError(record)
-        else:
-            if self._failing: self.recovered()
-
-    def emit_many(self, records: list):
-        "Append `records` with one `os.write` for each run between rotations; after a failure, the rest one by one as `emit` does."
-        lines, i = [r.line for r in records], 0
-        try:
-            while i < len(lines):
-                if self.fd is None: self._open()
-                if self._full(len(lines[i])): self._rotate(); self._open()
-                j, size = i + 1, self.size + len(lines[i])
-                while j < len(lines) and not (self.rotates and size + len(lines[j]) >= self.max_bytes):
-                    size += len(lines[j]); j += 1
-                self._append(b"".join(lines[i:j]))  # whole, or the file as it was
-                i = j
-        except Exception:  # a full disk: keep each record that still fits, count each that does not
-            for r in records[i:]: self.emit(r)
-            return
-        if self._failing: self.recovered()
-
-    def _append(self, data: bytes):
-        "Write `data` whole, or raise with the file as it was: a short write (a disk filling up) is cut back off."
-        done = self._write(self.fd, data)
-        while done < len(data):
-            try: done += self._write(self.fd, data[done:])
-            except OSError:
-                end = os.lseek(self.fd, 0, os.SEEK_CUR)  # just after our part record: appends go to the end
-                try:
-                    if os.fstat(self.fd).st_size == end: os.ftruncate(self.fd, end - done)  # nobody appended since
-                except OSError: pass
-                raise
-        self.size = os.lseek(self.fd, 0, os.SEEK_CUR) if self.rotates else self.size + done
-
     def close(self):
         if self.fd is not None: os.close(self.fd); self.fd = None
         super().close()
+
+# %% ../nbs/18_observe.ipynb #d23f4bc5
+@patch
+def _rotate(self:_RecordFile):
+    "`path` becomes `path.1`, `path.1` becomes `path.2`, …, as `RotatingFileHandler` does."
+    os.close(self.fd); self.fd = None
+    for i in range(self.backups - 1, 0, -1):
+        if os.path.exists(f"{self.path}.{i}"): os.replace(f"{self.path}.{i}", f"{self.path}.{i + 1}")
+    os.replace(self.path, f"{self.path}.1")
+
+@patch
+def _full(self:_RecordFile, size: int) -> bool: return self.rotates and self.size and self.size + size >= self.max_bytes
+
+@patch
+def _append(self:_RecordFile, data: bytes):
+    "Write `data` whole, or raise with the file as it was: a short write (a disk filling up) is cut back off."
+    done = self._write(self.fd, data)
+    while done < len(data):
+        try: done += self._write(self.fd, data[done:])
+        except OSError:
+            end = os.lseek(self.fd, 0, os.SEEK_CUR)  # just after our part record: appends go to the end
+            try:
+                if os.fstat(self.fd).st_size == end: os.ftruncate(self.fd, end - done)  # nobody appended since
+            except OSError: pass
+            raise
+    self.size = os.lseek(self.fd, 0, os.SEEK_CUR) if self.rotates else self.size + done
+
+# %% ../nbs/18_observe.ipynb #daefe296
+@patch
+def emit(self:_RecordFile, record):
+    try:
+        data = record.line
+        if self.fd is None: self._open()  # after a failed rotation
+        if self._full(len(data)): self._rotate(); self._open()
+        self._append(data)
+    except Exception: self.handleError(record)
+    else:
+        if self._failing: self.recovered()
+
+@patch
+def emit_many(self:_RecordFile, records: list):
+    "Append `records` with one `os.write` for each run between rotations; after a failure, the rest one by one as `emit` does."
+    lines, i = [r.line for r in records], 0
+    try:
+        while i < len(lines):
+            if self.fd is None: self._open()
+            if self._full(len(lines[i])): self._rotate(); self._open()
+            j, size = i + 1, self.size + len(lines[i])
+            while j < len(lines) and not (self.rotates and size + len(lines[j]) >= self.max_bytes):
+                size += len(lines[j]); j += 1
+            self._append(b"".join(lines[i:j]))  # whole, or the file as it was
+            i = j
+    except Exception:  # a full disk: keep each record that still fits, count each that does not
+        for r in records[i:]: self.emit(r)
+        return
+    if self._failing: self.recovered()
 
 # %% ../nbs/18_observe.ipynb #b16634b0
 class RecordBuffer:

@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 
 import orjson
+from fastcore.basics import patch
 from .cli import command
 from pydantic import ValidationError
 from uvicorn.protocols.http.flow_control import FlowControl
@@ -37,7 +38,7 @@ from .registry import REGISTRY_FILE, is_legacy, load_served
 __all__ = ['GuardedHttpToolsProtocol', 'ensure_model', 'pin_model', 'DrainingServer', 'DrainingProcess', 'DrainingSupervisor',
            'platform_port', 'churn_serve', 'check_prediction_log', 'churn_hash_key']
 
-# %% ../nbs/23_run.ipynb #0b58a9b6
+# %% ../nbs/23_run.ipynb #1afd4532
 _REQUEST_LINE = 8192
 _IDLE_LINGER = 1.0  # seconds an idle keep-alive connection stays open after SIGTERM, for a request already on its way
 
@@ -53,6 +54,7 @@ class _ClockedFlow(FlowControl):
         if self.read_paused: self._protocol._release()
         super().resume_reading()
 
+# %% ../nbs/23_run.ipynb #e86ed407
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     "uvicorn's httptools protocol, plus a deadline for each request to arrive whole and a hard cap on its head."
     _deadline, _due, _left, _in_head, _head = None, None, None, True, 0
@@ -64,41 +66,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if self._head > getattr(self.config, "churn_max_header_bytes", 16384) + _REQUEST_LINE: return self._refuse_head()
         super().data_received(data)
 
-    def _refuse_head(self):
-        body = orjson.dumps({"error": {"status": 431, "message": "headers: too large", "request_id": "-", "fields": [], "more_fields": 0}})
-        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-                             b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
-        self._in_head = False
-        self.transport.close()
-
     def on_headers_complete(self):
         self._in_head = False
         super().on_headers_complete()
         if getattr(self, "_close_after", False) and self.cycle is not None: self.cycle.keep_alive = False
-
-    def _arm(self, seconds: float | None = None):
-        if seconds is None: seconds = getattr(self.config, "churn_request_timeout", 10.0)
-        self._disarm()
-        self._due, self._deadline = self.loop.time() + seconds, self.loop.call_later(seconds, self._expire)
-
-    def _disarm(self):
-        if self._deadline is not None: self._deadline.cancel(); self._deadline = None
-        self._due = self._left = None
-
-    def _hold(self):
-        "The server stops reading (a big body waits for a batch slot, a pipelined request for its turn): the clock stops too."
-        if self._due is not None:
-            left = self._due - self.loop.time()
-            self._disarm()
-            self._left = left
-
-    def _release(self):
-        "The server reads again: the client's clock runs on with the time it had left."
-        if self._left is not None: self._arm(self._left)
-
-    def _expire(self):
-        self._deadline = self._due = None
-        if not self.transport.is_closing(): self.transport.close()
 
     def connection_made(self, transport):
         super().connection_made(transport)
@@ -126,23 +97,67 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().shutdown()  # a response in progress: sent with Connection: close
 
-    def _linger(self):
-        "Close an idle connection after `_IDLE_LINGER` seconds without a byte; a request that begins re-arms the deadline."
+# %% ../nbs/23_run.ipynb #7a121cc7
+@patch
+def _refuse_head(self:GuardedHttpToolsProtocol):
+    body = orjson.dumps({"error": {"status": 431, "message": "headers: too large", "request_id": "-", "fields": [], "more_fields": 0}})
+    self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                         b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+    self._in_head = False
+    self.transport.close()
+
+# %% ../nbs/23_run.ipynb #2678936a
+@patch
+def _arm(self:GuardedHttpToolsProtocol, seconds: float | None = None):
+    if seconds is None: seconds = getattr(self.config, "churn_request_timeout", 10.0)
+    self._disarm()
+    self._due, self._deadline = self.loop.time() + seconds, self.loop.call_later(seconds, self._expire)
+
+@patch
+def _disarm(self:GuardedHttpToolsProtocol):
+    if self._deadline is not None: self._deadline.cancel(); self._deadline = None
+    self._due = self._left = None
+
+# %% ../nbs/23_run.ipynb #24867d36
+@patch
+def _hold(self:GuardedHttpToolsProtocol):
+    "The server stops reading (a big body waits for a batch slot, a pipelined request for its turn): the clock stops too."
+    if self._due is not None:
+        left = self._due - self.loop.time()
         self._disarm()
-        self._deadline = self.loop.call_later(_IDLE_LINGER, self._end_idle)
+        self._left = left
 
-    def _end_idle(self):
-        self._deadline = None
-        if self._bytes_waiting(): return  # a request is arriving: on_message_begin arms its deadline
-        if not self.transport.is_closing(): self.transport.close()
+@patch
+def _release(self:GuardedHttpToolsProtocol):
+    "The server reads again: the client's clock runs on with the time it had left."
+    if self._left is not None: self._arm(self._left)
 
-    def _bytes_waiting(self) -> bool:
-        sock = self.transport.get_extra_info("socket")
-        if sock is None: return False
-        try:
-            with socket.socket(fileno=os.dup(sock.fileno())) as s:
-                return bool(s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except OSError: return False
+@patch
+def _expire(self:GuardedHttpToolsProtocol):
+    self._deadline = self._due = None
+    if not self.transport.is_closing(): self.transport.close()
+
+# %% ../nbs/23_run.ipynb #b3f2911b
+@patch
+def _linger(self:GuardedHttpToolsProtocol):
+    "Close an idle connection after `_IDLE_LINGER` seconds without a byte; a request that begins re-arms the deadline."
+    self._disarm()
+    self._deadline = self.loop.call_later(_IDLE_LINGER, self._end_idle)
+
+@patch
+def _end_idle(self:GuardedHttpToolsProtocol):
+    self._deadline = None
+    if self._bytes_waiting(): return  # a request is arriving: on_message_begin arms its deadline
+    if not self.transport.is_closing(): self.transport.close()
+
+@patch
+def _bytes_waiting(self:GuardedHttpToolsProtocol) -> bool:
+    sock = self.transport.get_extra_info("socket")
+    if sock is None: return False
+    try:
+        with socket.socket(fileno=os.dup(sock.fileno())) as s:
+            return bool(s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError: return False
 
 # %% ../nbs/23_run.ipynb #fca3a559
 def _writable(d: Path) -> bool:
