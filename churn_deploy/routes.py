@@ -9,10 +9,13 @@ from functools import lru_cache
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette._exception_handler import wrap_app_handling_exceptions
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import Match
 
 from .api import (CUSTOMER_BODY_LIMIT, REQUEST_ID, ClientGone, Customer, Draining, NotReady, batch_models, check_keys,
                               check_shape, model_response, read_json, route_doc)
@@ -23,9 +26,9 @@ from .predict import ChurnModel
 from .registry import Served
 
 # %% auto #0
-__all__ = ['ModelDep', 'PREDICT_ERRORS', 'FastRoute', 'get_model', 'observe_scores', 'predict', 'is_small', 'check_batch',
-           'score_batch', 'predict_batch', 'explain', 'prediction_router', 'health', 'ready', 'model_info',
-           'probes_router', 'prometheus', 'metrics_router']
+__all__ = ['ModelDep', 'PREDICT_ERRORS', 'FastRoute', 'hot_routes', 'HotRoutes', 'get_model', 'observe_scores', 'predict',
+           'is_small', 'check_batch', 'score_batch', 'predict_batch', 'explain', 'prediction_router', 'health', 'ready',
+           'model_info', 'probes_router', 'prometheus', 'metrics_router']
 
 # %% ../nbs/20_routes.ipynb #d44583a4
 class FastRoute(APIRoute):
@@ -38,6 +41,47 @@ class FastRoute(APIRoute):
             scope["churn.gone"] = True
             return
         await response(scope, receive, send)
+
+# %% ../nbs/20_routes.ipynb #d057e9c4
+def _flat_routes(routes):
+    "The app's routes in the order the router tries them, the routers included without a prefix opened up; None for anything else."
+    for r in routes:
+        if (inner := getattr(r, "original_router", None)) is None: yield r  # FastAPI's included router keeps the original
+        elif getattr(getattr(r, "include_context", None), "prefix", None) == "": yield from _flat_routes(inner.routes)
+        else: yield None
+
+def hot_routes(routes) -> dict[tuple[str, str], FastRoute]:
+    "{(method, path): route} for each `FastRoute` without path parameters that the router would choose for that request."
+    table, earlier = {}, []
+    for r in _flat_routes(routes):
+        if r is None: break  # a prefixed router: what follows is left to the router
+        if isinstance(r, FastRoute) and "{" not in r.path:
+            for m in r.methods:
+                probe = {"type": "http", "path": r.path, "root_path": "", "method": m, "headers": []}
+                if (m, r.path) not in table and not any(e.matches(probe)[0] == Match.FULL for e in earlier): table[m, r.path] = r
+        earlier.append(r)
+    return table
+
+class HotRoutes:
+    "Innermost ASGI middleware: a request for a `FastRoute`'s method and exact path goes straight to it, with the app's exception handlers."
+    def __init__(self, app, api: FastAPI): self.app, self.api, self.table = app, api, None
+
+    def _learn(self):
+        "The table of hot routes and the exception middleware's handlers, read once, from the app as built."
+        inner = self.app
+        while not isinstance(inner, ExceptionMiddleware) and hasattr(inner, "app"): inner = inner.app
+        if not isinstance(inner, ExceptionMiddleware): self.table = {}; return  # not the stack this expects: the router does it all
+        self.handlers = (inner._exception_handlers, inner._status_handlers)
+        self.table = hot_routes(self.api.router.routes)
+
+    async def __call__(self, scope, receive, send):
+        if self.table is None: self._learn()
+        route = self.table.get((scope["method"], scope["path"])) if scope["type"] == "http" and not scope.get("root_path") else None
+        if route is None: return await self.app(scope, receive, send)
+        scope["route"], scope["endpoint"], scope["path_params"], scope["starlette.exception_handlers"] = (
+            route, route.endpoint, {}, self.handlers)
+        scope.setdefault("router", self.api.router)
+        await wrap_app_handling_exceptions(route.handle, Request(scope, receive, send))(scope, receive, send)
 
 # %% ../nbs/20_routes.ipynb #ff9e9271
 async def get_model(request: Request) -> ChurnModel:

@@ -29,7 +29,7 @@ from .predict import ModelError
 from .observe import DriftMetrics, PredictionLog
 from .offers import DEFAULT_CATALOGUE
 from .registry import Served, is_legacy, load_served, registry_stamp
-from .routes import FastRoute, metrics_router, prediction_router, probes_router
+from .routes import FastRoute, HotRoutes, metrics_router, prediction_router, probes_router
 
 # %% auto #0
 __all__ = ['DESCRIPTION', 'lifespan', 'create_app']
@@ -128,6 +128,7 @@ def _prepare_state(app: FastAPI, s: Settings, follow: Path | None):
 
 def _add_edge(app: FastAPI, s: Settings, keys: dict):
     "The middleware. add_middleware puts each new one outermost: this reads from the inside out."
+    app.add_middleware(HotRoutes, api=app)  # innermost: the hot routes skip the router (20_routes)
     # The desk's page and assets are static and hold no data: no key, no rate limit (exact paths: "/" is no prefix of the API).
     app.add_middleware(BodyLimitMiddleware, limit=s.max_body_bytes)
     if s.rate_limit: app.add_middleware(RateLimitMiddleware, limiter=app.state.rate_limiter, free_exact=PAGE_PATHS)
