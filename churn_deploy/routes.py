@@ -102,7 +102,7 @@ def observe_scores(state, # The app's state: its `drift` counters and `predictio
     if (drift := state.drift) is not None:
         drift.count(model.version, rows, probs)
         if shadow: drift.count_scores(shadow[0], shadow[1])
-    if (plog := state.prediction_log) is not None and plog.keeps(caller(scope)):
+    if (plog := state.prediction_log) is not None and (plog.sample >= 1 or plog.keeps(caller(scope))):  # 1.0: everyone's
         rid, v, t = REQUEST_ID.get(), model.version, model.threshold
         if customer_ids is None: return plog.record(rid, customer_id(scope), v, role, rows, probs, t, shadow)
         for i, (cid, row, p) in enumerate(zip(customer_ids, rows, probs)):  # a batch's own ids, one record each
