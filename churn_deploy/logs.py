@@ -5,6 +5,8 @@
 # %% ../nbs/16_logs.ipynb #9da22694
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -15,7 +17,8 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 # %% auto #0
-__all__ = ['TEXT_FORMAT', 'log', 'JsonLines', 'direct_handler', 'emit_line', 'log_config', 'configure_logging']
+__all__ = ['TEXT_FORMAT', 'log', 'JsonLines', 'BatchedStreamHandler', 'direct_handler', 'emit_line', 'log_config',
+           'configure_logging']
 
 # %% ../nbs/16_logs.ipynb #414e3e73
 class JsonLines(OrjsonFormatter):
@@ -54,7 +57,51 @@ class JsonLines(OrjsonFormatter):
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+# %% ../nbs/16_logs.ipynb #2a9967f4
+class BatchedStreamHandler(logging.StreamHandler):
+    "A `StreamHandler` that also takes lines to build and write when the event loop's turn ends (`defer`), in order with its records."
+    def __init__(self, stream=None):
+        super().__init__(stream)
+        self.waiting, self._turn = collections.deque(), None
+
+    def defer(self, line: Callable[[], str], record: Callable[[], logging.LogRecord]):
+        "Queue a line that `line()` builds, written when this turn of the running event loop ends; `record()` for a failed write."
+        self.waiting.append((line, record))
+        if self._turn is not (loop := asyncio.get_running_loop()):
+            self._turn = loop
+            loop.call_soon(self._turn_ends)
+
+    def _turn_ends(self):
+        self._turn = None
+        self.flush()
+
+    def _write_waiting(self):
+        "Build the waiting lines and write them with one write and one flush; called with the lock held."
+        parts, waiting = [], self.waiting
+        try:
+            while True: parts.append(waiting.popleft())
+        except IndexError: pass
+        if not parts: return
+        try:
+            self.stream.write("".join([line() + self.terminator for line, _ in parts]))
+            super().flush()
+        except RecursionError: raise
+        except Exception:
+            for _, record in parts: self.handleError(record())
+
+    def emit(self, record):
+        if self.waiting: self._write_waiting()  # `handle` holds the lock: the lines before the record, as they came
+        super().emit(record)
+
+    def flush(self):
+        self.acquire()
+        try: self._write_waiting()
+        finally: self.release()
+        super().flush()
+
 # %% ../nbs/16_logs.ipynb #9da3ba74
+_PLAIN = (logging.StreamHandler, BatchedStreamHandler)  # the handlers that write a record's line as it is
+
 def direct_handler(logger: logging.Logger, level: int = logging.INFO) -> logging.StreamHandler | None:
     "The one plain `StreamHandler` with `JsonLines` that a record of `logger` at `level` reaches, when nothing on its way filters or adds to it; else None."
     if logging.getLogRecordFactory() is not logging.LogRecord or logger.disabled: return None
@@ -62,7 +109,7 @@ def direct_handler(logger: logging.Logger, level: int = logging.INFO) -> logging
     while c is not None:
         if c.filters: return None
         for h in c.handlers:
-            if found is not None or type(h) is not logging.StreamHandler or h.filters or type(h.formatter) is not JsonLines or h.level > level:
+            if found is not None or type(h) not in _PLAIN or h.filters or type(h.formatter) is not JsonLines or h.level > level:
                 return None
             found = h
         c = c.parent if c.propagate else None
@@ -85,7 +132,8 @@ def log_config(fmt: str = "text", # `json` or `text`
               ) -> dict:
     "A `logging.config.dictConfig` dictionary for uvicorn and the service."
     formatter = {"()": JsonLines} if fmt == "json" else {"format": TEXT_FORMAT}
-    handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+    handler = {"()": BatchedStreamHandler} if fmt == "json" else {"class": "logging.StreamHandler"}
+    handler |= {"formatter": "default", "stream": "ext://sys.stderr"}
     lvl = level.upper()
     return {"version": 1, "disable_existing_loggers": False,
             "formatters": {"default": formatter}, "handlers": {"default": handler},

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import time
+from functools import partial
 
 from fastcore.basics import patch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -19,7 +20,7 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 
 from .api import REQUEST_ID, BodyTooLarge, error_response
-from .logs import direct_handler, emit_line, log
+from .logs import BatchedStreamHandler, JsonLines, direct_handler, emit_line, log
 
 # %% auto #0
 __all__ = ['OPEN_PATHS', 'UNLIMITED_PATHS', 'ServiceMetrics', 'ClientAddress', 'request_id', 'EdgeMiddleware',
@@ -165,19 +166,29 @@ class EdgeMiddleware:
 @patch
 def _access(self:EdgeMiddleware, scope, route, status, seconds, out):
     version = out["version"].decode() if out["version"] else getattr(getattr(scope.get("app"), "state", None), "model_version", None)
-    extra = {"request_id": REQUEST_ID.get(), "method": scope["method"], "route": route, "status": status,
-             "duration_ms": round(seconds * 1000, 3), "bytes": out["bytes"], "model_version": version,
-             "model_role": out["role"].decode() if out["role"] else None,
-             "key_name": scope.get("churn.key"), "client": scope.get("churn.client")}
-    if shadow := scope.get("churn.shadow"):  # the challenger's answer in shadow mode, under the same request id
-        extra["shadow_version"], extra["shadow_probability"] = shadow
-    args = (scope["method"], route, status, seconds * 1000)
-    if (h := direct_handler(_ACCESS)) is not None:  # the image's set-up: the record's line, without the record (16_logs)
-        line = h.formatter.line(time.time(), logging.getLevelName(logging.INFO), _ACCESS.name, _ACCESS_MESSAGE % args, extra)
-        return emit_line(h, line, lambda: _access_record(args, extra))
-    _ACCESS.handle(_access_record(args, extra))
+    fields = (time.time(), REQUEST_ID.get(), scope["method"], route, status, seconds, out["bytes"], version, out["role"],
+              scope.get("churn.key"), scope.get("churn.client"), scope.get("churn.shadow"))
+    h = direct_handler(_ACCESS)
+    if type(h) is BatchedStreamHandler:  # the image's set-up: the line built and written when the loop's turn ends (16_logs)
+        return h.defer(partial(_access_line, h.formatter, fields), partial(_access_record, *_access_parts(fields)))
+    if h is not None: return emit_line(h, _access_line(h.formatter, fields), lambda: _access_record(*_access_parts(fields)))
+    _ACCESS.handle(_access_record(*_access_parts(fields)))
 
 _ACCESS_MESSAGE = "%s %s %s %.2fms"
+
+def _access_parts(fields: tuple) -> tuple[tuple, dict]:
+    "The access record's message arguments and extras, from the fields the request captured."
+    created, rid, method, route, status, seconds, size, version, role, key, client, shadow = fields
+    extra = {"request_id": rid, "method": method, "route": route, "status": status, "duration_ms": round(seconds * 1000, 3),
+             "bytes": size, "model_version": version, "model_role": role.decode() if role else None, "key_name": key, "client": client}
+    if shadow:  # the challenger's answer in shadow mode, under the same request id
+        extra["shadow_version"], extra["shadow_probability"] = shadow
+    return (method, route, status, seconds * 1000), extra
+
+def _access_line(formatter: JsonLines, fields: tuple) -> str:
+    "The access record's line, without the record, created when the request ended."
+    args, extra = _access_parts(fields)
+    return formatter.line(fields[0], "INFO", _ACCESS.name, _ACCESS_MESSAGE % args, extra)
 
 def _access_record(args: tuple, extra: dict) -> logging.LogRecord:
     # as `_ACCESS.info` does, less the caller lookup (file and line of this call, which no log line shows) and

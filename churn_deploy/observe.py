@@ -253,7 +253,7 @@ class RecordBuffer:
 # %% ../nbs/18_observe.ipynb #7823a788
 class RecordWriter:
     "The background thread that writes a `RecordBuffer`'s records to each handler in batches of at most `most`, in order."
-    def __init__(self, buffer: RecordBuffer, *handlers, every: float = 0.05, most: int = 1024):
+    def __init__(self, buffer: RecordBuffer, *handlers, every: float = 0.05, most: int = 64):
         self.buffer, self.handlers, self.every, self.most = buffer, handlers, every, most
         self._thread, self._stopping = None, False
 
@@ -271,6 +271,7 @@ class RecordWriter:
                 if not records: return
                 for h in self.handlers: h.emit_many(records)
             finally: b.busy = False
+            time.sleep(0)  # the GIL back to the event loop between batches: a request never waits for more than one
 
     def _run(self):
         while True:
