@@ -253,7 +253,7 @@ class RecordBuffer:
 # %% ../nbs/18_observe.ipynb #7823a788
 class RecordWriter:
     "The background thread that writes a `RecordBuffer`'s records to each handler in batches of at most `most`, in order."
-    def __init__(self, buffer: RecordBuffer, *handlers, every: float = 0.05, most: int = 64):
+    def __init__(self, buffer: RecordBuffer, *handlers, every: float = 0.05, most: int = 1024):
         self.buffer, self.handlers, self.every, self.most = buffer, handlers, every, most
         self._thread, self._stopping = None, False
 
@@ -271,7 +271,6 @@ class RecordWriter:
                 if not records: return
                 for h in self.handlers: h.emit_many(records)
             finally: b.busy = False
-            time.sleep(0)  # the GIL back to the event loop between batches: a request never waits for more than one
 
     def _run(self):
         while True:
@@ -324,36 +323,23 @@ class PredictionLog:
 
     def record(self, request_id: str, customer_id: str | None, version: str, role: str, rows: list[dict], probs: list[float],
                threshold: float, shadow: tuple[str, list[float]] | None = None):
-        "Queue one record per scored row, as scored: the writer builds it; drop (and count) when the buffer is full."
-        now, key, put = time.time(), self.key if customer_id else None, self.queue.put_nowait
+        "Queue one record per scored row; drop (and count) when the buffer is full."
+        now = datetime.now(timezone.utc)
+        customer = customer_hash(customer_id, self.key) if customer_id and self.key else None
+        put = self.queue.put_nowait
         for i, (row, p) in enumerate(zip(rows, probs)):
-            try: put(_Pending(raw=(now, request_id, customer_id, key, version, role, row, p, p >= threshold,
-                                   *((shadow[0], shadow[1][i]) if shadow else (None, None)))))
+            rec = prediction_record(row, p, p >= threshold, version, request_id, role, customer, now,
+                                    *((shadow[0], shadow[1][i]) if shadow else ()))
+            try: put(_Pending(rec))
             except queue.Full: self.dropped += 1
 
 # %% ../nbs/18_observe.ipynb #67fab397
 class _Pending:
-    "A queued record: what the request scored, as it scored it; the record (`.prediction`) and its JSONL line are built when first read."
-    __slots__ = ("raw", "_prediction", "_line")
+    "A queued record: the record (`.prediction`) and its JSONL line, serialized once on the request path; no `LogRecord`."
+    __slots__ = ("prediction", "line")
     levelno, name = logging.INFO, "churn.predictions"
-    def __init__(self, prediction: dict | None = None, raw: tuple | None = None):
-        self._prediction, self.raw, self._line = prediction, raw, None
-
-    @property
-    def prediction(self) -> dict:
-        "The record, built from `raw` the first time: by the writer thread, in a batch, off the request path."
-        if self._prediction is None:
-            t, rid, cid, key, version, role, row, p, churn, shadow_version, shadow_p = self.raw
-            customer = customer_hash(cid, key) if cid and key else None
-            self._prediction = prediction_record(row, p, churn, version, rid, role, customer, datetime.fromtimestamp(t, timezone.utc),
-                                                 shadow_version, shadow_p)
-        return self._prediction
-
-    @property
-    def line(self) -> bytes:
-        "The record's JSONL line, serialized once."
-        if self._line is None: self._line = orjson.dumps(self.prediction, option=orjson.OPT_APPEND_NEWLINE)
-        return self._line
+    def __init__(self, prediction: dict):
+        self.prediction, self.line = prediction, orjson.dumps(prediction, option=orjson.OPT_APPEND_NEWLINE)
 
 # %% ../nbs/18_observe.ipynb #6be02fb1
 class _StdoutJson(logging.Formatter):
