@@ -4,14 +4,13 @@
 
 # %% ../nbs/01_cli.ipynb #ae7b475c
 from __future__ import annotations
-from fastcore.script import anno_parser
 from functools import wraps
 from pathlib import Path
 import inspect
 import sys
 
 # %% auto #0
-__all__ = ['underscored', 'parse', 'command']
+__all__ = ['underscored', 'plain_args', 'parse', 'command']
 
 # %% ../nbs/01_cli.ipynb #855324c1
 def underscored(arg: str) -> str:
@@ -20,19 +19,46 @@ def underscored(arg: str) -> str:
     name, eq, value = arg.partition("=")
     return "--" + name[2:].replace("-", "_") + eq + value
 
+# %% ../nbs/01_cli.ipynb #2f7f30f7
+_PLAIN = {"str": str, "int": int, "float": float}
+
+def plain_args(options, # A function as for `parse`
+               argv: list[str], # The arguments
+              ) -> dict | None:
+    "`parse`'s answer for `argv` when it holds only `--option value` pairs of plain options (`str`, `int`, `float`, with a default); else None."
+    params, args = inspect.signature(options).parameters, {}
+    for name, p in params.items():
+        kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        if p.default is inspect.Parameter.empty or kind not in _PLAIN: return None
+        args[name] = p.default
+    i = 0
+    while i < len(argv):
+        name, eq, value = underscored(argv[i]).partition("=")
+        if not name.startswith("--") or (name := name[2:]) not in args: return None
+        if not eq:
+            if i + 1 == len(argv) or argv[i + 1].startswith("-"): return None
+            i, value = i + 1, argv[i + 1]
+        try: args[name] = _PLAIN[params[name].annotation if isinstance(params[name].annotation, str) else params[name].annotation.__name__](value)
+        except ValueError: return None
+        i += 1
+    return args
+
 # %% ../nbs/01_cli.ipynb #416f08f1
 def parse(options, # A function whose signature, annotations and comments are the command line (as `call_parse`'s)
           argv: list[str] | None = None, # The arguments (default: the command line's)
           prog: str | None = None, # The command's name in help and errors (default: the function's name)
          ) -> dict:
     "Parse `argv` against `options`' signature: either spelling of a flag, and a bad argument is one line and exit 2."
+    argv = sys.argv[1:] if argv is None else argv
+    if (args := plain_args(options, argv)) is not None: return args
+    from fastcore.script import anno_parser  # the whole parser: help, positionals, switches and the errors
     prog = prog or options.__name__
     parser = anno_parser(options, prog=prog)
     def error(msg):
         print(f"{prog}: error: {msg}", file=sys.stderr)
         sys.exit(2)
     parser.error = error
-    args = vars(parser.parse_args([underscored(a) for a in (sys.argv[1:] if argv is None else argv)]))
+    args = vars(parser.parse_args([underscored(a) for a in argv]))
     args.pop("pdb", None); args.pop("xtra", None)  # fastcore's own options: not ours
     return args
 

@@ -287,13 +287,14 @@ def test_churn_hash_key_hashes_a_good_key():
 LEAN_PROBE = """
 import sys, churn_deploy.run, churn_deploy.serve
 heavy = ("numpy", "pandas", "sklearn", "scipy", "pyarrow", "matplotlib", "churn_deploy.train", "churn_deploy.monitor",
-         "churn_deploy.outcomes", "churn_deploy.evaluate", "churn_deploy.campaign", "churn_deploy.retrain", "churn_deploy.score")
+         "churn_deploy.outcomes", "churn_deploy.evaluate", "churn_deploy.campaign", "churn_deploy.retrain", "churn_deploy.score",
+         "fastcore.script")  # the whole command-line parser: a plain command line is read without it (01_cli)
 print(" ".join(m for m in heavy if m in sys.modules))
 """
 
 
 def test_serving_path_imports_nothing_the_first_prediction_does_not_need():
-    "churn_serve's modules load no training, reporting or data-frame code before the first request (issue 18: a lean cold start; uvicorn's own click is the floor's too)."
+    "churn_serve's modules load no training, reporting or data-frame code, nor fastcore's parser, before the first request (issue 18: a lean cold start; uvicorn's own click is the floor's too)."
     r = subprocess.run([sys.executable, "-c", LEAN_PROBE], capture_output=True, text=True, timeout=120, cwd="/")
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == [], f"imported on the serving path: {r.stdout.strip()}"
