@@ -89,7 +89,6 @@ class Driver:
         await self.app(scope, receive, self.send)
         if self.sent[0]["status"] != 200: raise RuntimeError(f"{self.sent[0]['status']}: {self.sent[1:]}")
         self.sent.clear()
-        await asyncio.sleep(0)  # the loop's turn ends between requests, as in a server: what waits for it runs
 
     async def batch(self, bodies: list[bytes], n: int, start: int = 0) -> float:
         t0 = time.process_time()  # CPU of every thread of the process, the writer's too; not time spent descheduled

@@ -26,11 +26,11 @@ def plain_args(options, # A function as for `parse`
                argv: list[str], # The arguments
               ) -> dict | None:
     "`parse`'s answer for `argv` when it holds only `--option value` pairs of plain options (`str`, `int`, `float`, with a default); else None."
-    params, args = inspect.signature(options).parameters, {}
-    for name, p in params.items():
+    args, convert = {}, {}
+    for name, p in inspect.signature(options).parameters.items():
         kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
         if p.default is inspect.Parameter.empty or kind not in _PLAIN: return None
-        args[name] = p.default
+        args[name], convert[name] = p.default, _PLAIN[kind]
     i = 0
     while i < len(argv):
         name, eq, value = underscored(argv[i]).partition("=")
@@ -38,7 +38,7 @@ def plain_args(options, # A function as for `parse`
         if not eq:
             if i + 1 == len(argv) or argv[i + 1].startswith("-"): return None
             i, value = i + 1, argv[i + 1]
-        try: args[name] = _PLAIN[params[name].annotation if isinstance(params[name].annotation, str) else params[name].annotation.__name__](value)
+        try: args[name] = convert[name](value)
         except ValueError: return None
         i += 1
     return args
