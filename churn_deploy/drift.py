@@ -9,6 +9,7 @@ import bisect
 import hashlib
 import hmac
 import math
+import time as _time  # `time` is a parameter's name below
 from datetime import datetime, timezone
 
 from .data import DOMAINS, NUMERICAL
@@ -16,7 +17,7 @@ from .data import DOMAINS, NUMERICAL
 # %% auto #0
 __all__ = ['PSI_EPS', 'UNKNOWN', 'SCORE', 'DECILES', 'PREDICTION_LOGGER', 'ROLES', 'quantile', 'bucketed', 'reference_profile',
            'drift_features', 'bucket_labels', 'bucket_of', 'reference_proportions', 'psi', 'js_divergence',
-           'js_distance', 'profile', 'drift_of', 'customer_hash', 'rfc3339', 'prediction_record']
+           'js_distance', 'profile', 'drift_of', 'customer_hash', 'rfc3339', 'rfc3339_ns', 'prediction_record']
 
 # %% ../nbs/04_drift.ipynb #af4f20c1
 PSI_EPS = 1e-4  # the smallest proportion PSI uses: an empty bucket counts as 0.01 %
@@ -170,6 +171,16 @@ def rfc3339(t: datetime) -> str:
     "A time as RFC 3339 UTC with milliseconds: 2026-11-27T06:20:50.572Z."
     return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
+# %% ../nbs/04_drift.ipynb #48ea3681
+_SECOND: list[tuple[int | None, str]] = [(None, "")]  # the last whole second written, and its text
+
+def rfc3339_ns(ns: int, # Nanoseconds since the epoch, as `time.time_ns()` gives them
+              ) -> str:
+    "`rfc3339` of a moment given in nanoseconds, for the service's every prediction: the text of the whole second is kept from the last call."
+    s, rest = divmod(ns, 1_000_000_000)
+    if (last := _SECOND[0])[0] != s: last = _SECOND[0] = (s, _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(s)))
+    return f"{last[1]}.{rest // 1_000_000:03d}Z"
+
 # %% ../nbs/04_drift.ipynb #cb7be200
 def prediction_record(features: dict, # The customer's 19 features, as validated
                       probability: float, # The answer's churn probability
@@ -178,12 +189,12 @@ def prediction_record(features: dict, # The customer's 19 features, as validated
                       request_id: str, # The request (or batch) id
                       model_role: str = "champion", # champion or challenger
                       customer: str | None = None, # `customer_hash` of the customer id, if one was given
-                      time: datetime | None = None, # When it was scored (default: now)
+                      time: datetime | str | None = None, # When it was scored, or its `rfc3339` text (default: now)
                       shadow_version: str | None = None, # The shadow challenger, if one scored it too
                       shadow_probability: float | None = None, # And its probability
                      ) -> dict:
     "One prediction-log record, in the one format the service and `churn_score` write."
-    rec = {"time": rfc3339(time or datetime.now(timezone.utc)), "request_id": request_id, "model_version": model_version,
+    rec = {"time": time if type(time) is str else rfc3339(time or datetime.now(timezone.utc)), "request_id": request_id, "model_version": model_version,
            "model_role": model_role, "probability": probability, "churn": churn, "features": features, "customer": customer}
     if shadow_version is not None: rec |= {"shadow_version": shadow_version, "shadow_probability": shadow_probability}
     return rec

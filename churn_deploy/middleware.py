@@ -245,9 +245,16 @@ class CorsMiddleware(CORSMiddleware):
         super().__init__(app, **options)
         self.simple_raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.simple_headers.items()]
         self.added_names = frozenset([b"vary", b"access-control-allow-origin", *(k for k, _ in self.simple_raw)])
+        self._added: dict[bytes | None, list[tuple[bytes, bytes]]] = {}
 
     def added(self, origin: bytes | None) -> list[tuple[bytes, bytes]]:
-        "The headers Starlette's `send` sets on a response with none of them yet, in its order."
+        "The headers Starlette's `send` sets on a response with none of them yet, in its order; remembered for up to 256 origins."
+        if (got := self._added.get(origin)) is None:
+            if len(self._added) >= 256: self._added.clear()  # a bound: a caller may send any origin it likes
+            got = self._added[origin] = self._added_for(origin)
+        return got
+
+    def _added_for(self, origin: bytes | None) -> list[tuple[bytes, bytes]]:
         if origin is None: return [(b"vary", b"Origin")]
         out, allow = [*self.simple_raw], b"access-control-allow-origin"
         if self.allow_all_origins:  # "*" is among the simple headers; with credentials, the origin itself takes its place
@@ -285,6 +292,7 @@ class RateLimiter:
         self.limits, self.spec, self.metrics = parse_many(spec), spec, metrics
         # memory:// never waits on I/O, and a deadline would cost more than the count itself
         self.timeout = None if storage.startswith("memory://") else timeout
+        self.counts_now = self.timeout is None  # `count_now` answers (memory: a dict, no I/O)
         sockets = {} if self.timeout is None else {"connect_timeout": timeout, "stream_timeout": timeout}
         self.strategy = (MemoryWindows() if self.timeout is None else
                          FixedWindowRateLimiter(storage_from_string("async+" + storage, **sockets)))
@@ -297,16 +305,27 @@ class RateLimiter:
 
 # %% ../nbs/17_middleware.ipynb #a6966465
 @patch
+def _refusal(self:RateLimiter, lim, reset: float) -> dict:
+    "The 429's message and headers for a caller over `lim`, whose window ends at `reset`."
+    wait = max(1, int(reset - time.time() + 0.999))
+    if self.metrics: self.metrics.rate_limited.inc()
+    return {"message": f"rate limit: over {lim.amount} per {lim.multiples} {lim.GRANULARITY.name}"
+                       f"{'s' if lim.multiples > 1 else ''}; retry in {wait} s",
+            "headers": {"Retry-After": str(wait), "RateLimit-Limit": str(lim.amount),
+                        "RateLimit-Remaining": "0", "RateLimit-Reset": str(wait)}}
+
+@patch
 async def _count(self:RateLimiter, who: str, cost: int) -> dict | None:
     for lim in self.limits:
         if not await self.strategy.hit(lim, who, cost=cost):
-            reset, _ = await self.strategy.get_window_stats(lim, who)
-            wait = max(1, int(reset - time.time() + 0.999))
-            if self.metrics: self.metrics.rate_limited.inc()
-            return {"message": f"rate limit: over {lim.amount} per {lim.multiples} {lim.GRANULARITY.name}"
-                               f"{'s' if lim.multiples > 1 else ''}; retry in {wait} s",
-                    "headers": {"Retry-After": str(wait), "RateLimit-Limit": str(lim.amount),
-                                "RateLimit-Remaining": "0", "RateLimit-Reset": str(wait)}}
+            return self._refusal(lim, (await self.strategy.get_window_stats(lim, who))[0])
+    return None
+
+@patch
+def count_now(self:RateLimiter, who: str, cost: int = 1) -> dict | None:
+    "`hit` over `memory://`, which never waits, without a coroutine: None when `who` may spend `cost`, else the refusal."
+    for lim in self.limits:
+        if not self.strategy.spend(lim, who, cost): return self._refusal(lim, self.strategy.window(lim, who)[0])
     return None
 
 @patch
@@ -348,7 +367,8 @@ async def charge(scope, cost: int):
     "Charge `cost` more to this request's caller; a 429 `Response` when over the limit, else None."
     limiter = scope.get("churn.limiter")
     if limiter is None or cost <= 0: return None
-    refused = await limiter.hit(_who(scope), cost)
+    who = _who(scope)
+    refused = limiter.count_now(who, cost) if getattr(limiter, "counts_now", False) else await limiter.hit(who, cost)
     return error_response(429, refused["message"], headers=refused["headers"]) if refused else None
 
 # %% ../nbs/17_middleware.ipynb #ddbf6637
@@ -374,6 +394,10 @@ class MemoryWindows:
 
     async def hit(self, lim, who: str, cost: int = 1) -> bool:
         "Spend `cost` in `who`'s current window of `lim` (a window starts at its first hit); True while within the limit."
+        return self.spend(lim, who, cost)
+
+    def spend(self, lim, who: str, cost: int = 1) -> bool:
+        "`hit` without a coroutine: counting in memory never waits."
         now, key = self.clock(), (id(lim), who)
         c = self.counts.get(key)
         if c is None or c[1] <= now:
@@ -384,6 +408,10 @@ class MemoryWindows:
 
     async def get_window_stats(self, lim, who: str) -> tuple[float, int]:
         "(when the window ends, what is left in it)"
+        return self.window(lim, who)
+
+    def window(self, lim, who: str) -> tuple[float, int]:
+        "`get_window_stats` without a coroutine."
         now, c = self.clock(), self.counts.get((id(lim), who))
         return (now, lim.amount) if c is None or c[1] <= now else (c[1], max(0, lim.amount - c[0]))
 

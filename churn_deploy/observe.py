@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .data import CATEGORICAL, FEATURES, NUMERICAL
-from .drift import bucket_of, customer_hash, prediction_record
+from .drift import bucket_of, customer_hash, prediction_record, rfc3339_ns
 from .registry import canary_share
 
 # %% auto #0
@@ -324,7 +324,7 @@ class PredictionLog:
     def record(self, request_id: str, customer_id: str | None, version: str, role: str, rows: list[dict], probs: list[float],
                threshold: float, shadow: tuple[str, list[float]] | None = None):
         "Queue one record per scored row; drop (and count) when the buffer is full."
-        now = datetime.now(timezone.utc)
+        now = rfc3339_ns(time.time_ns())  # written once for the request's rows
         customer = customer_hash(customer_id, self.key) if customer_id and self.key else None
         put = self.queue.put_nowait
         for i, (row, p) in enumerate(zip(rows, probs)):
