@@ -171,7 +171,7 @@ def rfc3339(t: datetime) -> str:
     "A time as RFC 3339 UTC with milliseconds: 2026-11-27T06:20:50.572Z."
     return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
-# %% ../nbs/04_drift.ipynb #48ea3681
+# %% ../nbs/04_drift.ipynb #d99c6811
 _SECOND: list[tuple[int | None, str]] = [(None, "")]  # the last whole second written, and its text
 
 def rfc3339_ns(ns: int, # Nanoseconds since the epoch, as `time.time_ns()` gives them

@@ -14,7 +14,6 @@ import stat
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 
 import orjson
 from fastcore.basics import patch
