@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import threading
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -33,7 +32,7 @@ from .registry import Served, is_legacy, load_served, registry_stamp
 from .routes import FastRoute, HotRoutes, metrics_router, prediction_router, probes_router
 
 # %% auto #0
-__all__ = ['SWITCH_INTERVAL', 'DESCRIPTION', 'lifespan', 'create_app']
+__all__ = ['DESCRIPTION', 'lifespan', 'create_app']
 
 # %% ../nbs/22_serve.ipynb #9d459478
 def _drain_on_signals(app: FastAPI, metrics: ServiceMetrics, grace: float):
@@ -92,9 +91,6 @@ async def _watch_registry(app: FastAPI, root, file, every: float, metrics: Servi
                  served.routing.mode)
 
 # %% ../nbs/22_serve.ipynb #6321d6cb
-SWITCH_INTERVAL = 0.001
-"Seconds a thread may hold the GIL while another waits for it, while the service runs (Python's default: 0.005)."
-
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     "Load and verify the models, start the registry watcher and the prediction log; stop them on shutdown."
@@ -113,13 +109,10 @@ async def lifespan(app: FastAPI):
     ch = f", challenger {served.challenger.version} ({served.routing.mode})" if served.challenger else ""
     log.info("model %s loaded from %s (model.json sha256 %s)%s", served.champion.version, app.state.followed,
              served.champion.sha256[:12], ch)
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL)  # a batch thread lets the event loop have the GIL within 1 ms
     yield
     watcher.cancel()
     if app.state.prediction_log is not None: app.state.prediction_log.stop()  # writes what is queued
     app.state.model = None
-    sys.setswitchinterval(switch)
 
 # %% ../nbs/22_serve.ipynb #ad94029f
 def _prepare_state(app: FastAPI, s: Settings, follow: Path | None):
