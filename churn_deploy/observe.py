@@ -214,7 +214,7 @@ def emit_many(self:_RecordFile, records: list):
 # %% ../nbs/18_observe.ipynb #b16634b0
 class RecordBuffer:
     "A bounded FIFO of records: `put_nowait` costs a `deque` append, no lock; the writer takes records in batches."
-    def __init__(self, capacity: int = 10_000, batch: int = 256):
+    def __init__(self, capacity: int = 10_000, batch: int = 1024):
         self.items, self.capacity, self.batch = collections.deque(), capacity, batch
         self.wake = threading.Event()  # set when `batch` records wait, or to stop
         self.busy = False  # the writer holds records it has taken and not yet written
@@ -297,7 +297,7 @@ class RecordWriter:
 class PredictionLog:
     "Sampled prediction records, buffered on the request path and written by a background thread to stdout and a JSONL file."
     def __init__(self, sample: float, file=None, key: str | None = None, max_bytes: int = 50 * 2**20, backups: int = 5,
-                 stream=None, formatter: logging.Formatter | None = None, capacity: int = 10_000, every: float = 0.05):
+                 stream=None, formatter: logging.Formatter | None = None, capacity: int = 10_000, every: float = 0.2):
         self.sample, self.key = sample, key
         self.queue = RecordBuffer(capacity)
         self.dropped = 0

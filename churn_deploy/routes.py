@@ -164,7 +164,7 @@ def score_batch(state, served: Served, scope, batch) -> Response:
     return model_response({"predictions": [{"churn_probability": p, "churn": p >= t, "model_version": v, "role": role} for p in probs]},
                           v, role)
 
-# %% ../nbs/20_routes.ipynb #0d54d277
+# %% ../nbs/20_routes.ipynb #e3d0f137
 SWITCH_INTERVAL = 0.001
 "Seconds a thread may keep the GIL while another waits for it, while a big batch is in a worker thread (Python's default: 0.005)."
 
