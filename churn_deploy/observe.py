@@ -14,6 +14,7 @@ import stat
 import sys
 import threading
 import time
+from operator import itemgetter
 
 import orjson
 from fastcore.basics import patch
@@ -25,7 +26,7 @@ from .drift import bucket_of, customer_hash, prediction_record, rfc3339_ns
 from .registry import canary_share
 
 # %% auto #0
-__all__ = ['DriftMetrics', 'RecordBuffer', 'RecordWriter', 'PredictionLog']
+__all__ = ['TALLY_EVERY', 'DriftMetrics', 'RecordBuffer', 'RecordWriter', 'PredictionLog']
 
 # %% ../nbs/18_observe.ipynb #5f9e7350
 class DriftMetrics:
@@ -34,6 +35,8 @@ class DriftMetrics:
         self._counts: dict[tuple[str, str, str], int] = {}
         self._reference: dict[tuple[str, str, str], float] = {}
         self._tables: dict[str, tuple] = {}
+        self._pending: list[tuple[str, list[dict], list[float]]] = []  # scored, not yet tallied: (version, rows, probs)
+        self._waiting = 0  # rows in `_pending`
         self._lock = threading.Lock()  # batches are tallied in worker threads
         registry.register(self)
 
@@ -47,6 +50,7 @@ def collect(self:DriftMetrics):
                                labels=["version", "feature", "bucket"])
     ref = GaugeMetricFamily("churn_reference_proportion", "Share of the training rows in each reference-profile bucket",
                             labels=["version", "feature", "bucket"])
+    if self._pending: self.tally()  # the rows scored since the last tally (`count`, below)
     with self._lock: counts = list(self._counts.items())
     for key, n in counts: rows.add_metric(key, n)
     for key, p in self._reference.items(): ref.add_metric(key, p)
@@ -72,6 +76,9 @@ def add_version(self:DriftMetrics, version: str, reference: dict | None):
     self._tables[version] = (numeric, score, categorical)
 
 # %% ../nbs/18_observe.ipynb #0f7fc619
+TALLY_EVERY = 256
+"Scored rows `DriftMetrics.count` keeps before it tallies them (a scrape tallies whatever waits)."
+
 @patch
 def count_scores(self:DriftMetrics, version: str, probs: list[float]):
     "Tally only the score buckets: a shadow challenger sees the champion's rows, so its features add nothing new."
@@ -82,19 +89,34 @@ def count_scores(self:DriftMetrics, version: str, probs: list[float]):
 
 @patch
 def count(self:DriftMetrics, version: str, rows: list[dict], probs: list[float]):
-    "Tally `rows` and their probabilities into the version's buckets."
-    if (t := self._tables.get(version)) is None: return
-    numeric, (sedges, skeys), categorical = t
-    keys = []
-    for row, p in zip(rows, probs):
-        keys += [known.get(row[f], unknown) for f, (known, unknown) in categorical.items()]
-        keys += [labels[bisect.bisect_right(edges, row[f])] for f, (edges, labels) in numeric.items()]
-        keys.append(skeys[bisect.bisect_right(sedges, p)])
-    if len(rows) > 1: keys = collections.Counter(keys).items()
-    else: keys = [(k, 1) for k in keys]
+    "Add `rows` and their probabilities to the version's tally: kept as they are, and tallied once `TALLY_EVERY` rows wait or at a scrape."
+    if version not in self._tables: return
+    with self._lock:
+        self._pending.append((version, rows, probs))
+        self._waiting += len(rows)
+        full = self._waiting >= TALLY_EVERY
+    if full: self.tally()
+
+@patch
+def tally(self:DriftMetrics):
+    "Tally every waiting row into its buckets: one `Counter` of each feature's values, then one lookup per distinct value."
+    with self._lock: waiting, self._pending, self._waiting = self._pending, [], 0
+    if not waiting: return
+    by_version: dict[str, tuple[list, list]] = {}
+    for version, rows, probs in waiting:
+        r, p = by_version.setdefault(version, ([], []))
+        r.extend(rows); p.extend(probs)
+    counts = collections.Counter()
+    for version, (rows, probs) in by_version.items():
+        numeric, (sedges, skeys), categorical = self._tables[version]
+        for f, (known, unknown) in categorical.items():
+            for v, n in collections.Counter(map(itemgetter(f), rows)).items(): counts[known.get(v, unknown)] += n
+        for f, (edges, labels) in numeric.items():
+            for v, n in collections.Counter(map(itemgetter(f), rows)).items(): counts[labels[bisect.bisect_right(edges, v)]] += n
+        for v, n in collections.Counter(probs).items(): counts[skeys[bisect.bisect_right(sedges, v)]] += n
     with self._lock:
         c = self._counts
-        for k, n in keys: c[k] += n
+        for k, n in counts.items(): c[k] += n
 
 # %% ../nbs/18_observe.ipynb #ae1c3b69
 _log = logging.getLogger("churn")
