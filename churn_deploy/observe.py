@@ -76,7 +76,7 @@ def add_version(self:DriftMetrics, version: str, reference: dict | None):
     self._tables[version] = (numeric, score, categorical)
 
 # %% ../nbs/18_observe.ipynb #0f7fc619
-TALLY_EVERY = 256
+TALLY_EVERY = 64
 "Scored rows `DriftMetrics.count` keeps before it tallies them (a scrape tallies whatever waits)."
 
 @patch
