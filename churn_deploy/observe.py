@@ -5,6 +5,7 @@
 # %% ../nbs/18_observe.ipynb #4e9e24aa
 from __future__ import annotations
 
+import asyncio
 import bisect
 import collections
 import logging
@@ -277,6 +278,7 @@ class RecordWriter:
     def __init__(self, buffer: RecordBuffer, *handlers, every: float = 0.05, most: int = 1024):
         self.buffer, self.handlers, self.every, self.most = buffer, handlers, every, most
         self._thread, self._stopping = None, False
+        self._lock = threading.Lock()  # the thread and the event loop's turn end take turns: records leave in order
 
     def handle(self, record):
         "Write one record to every handler, now, in this thread."
@@ -284,6 +286,9 @@ class RecordWriter:
 
     def flush(self):
         "Write every waiting record, in this thread."
+        with self._lock: self._flush()
+
+    def _flush(self):
         b = self.buffer
         while True:
             b.busy = True
@@ -317,7 +322,7 @@ class RecordWriter:
 
 # %% ../nbs/18_observe.ipynb #c003431f
 class PredictionLog:
-    "Sampled prediction records, buffered on the request path and written by a background thread to stdout and a JSONL file."
+    "Sampled prediction records, buffered on the request path and written to stdout and a JSONL file when the loop's turn ends, or by a background thread."
     def __init__(self, sample: float, file=None, key: str | None = None, max_bytes: int = 50 * 2**20, backups: int = 5,
                  stream=None, formatter: logging.Formatter | None = None, capacity: int = 10_000, every: float = 0.2):
         self.sample, self.key = sample, key
@@ -353,6 +358,20 @@ class PredictionLog:
                                     *((shadow[0], shadow[1][i]) if shadow else ()))
             try: put(_Pending(rec))
             except queue.Full: self.dropped += 1
+        if not self._turn: self._at_turn_end()
+
+    _turn = False  # a write is due when the event loop's turn ends
+
+    def _at_turn_end(self):
+        "On the event loop's thread, write the waiting records when this turn ends; elsewhere, leave them to the writer thread."
+        try: loop = asyncio.get_running_loop()
+        except RuntimeError: return
+        self._turn = True
+        loop.call_soon(self._turn_ends)
+
+    def _turn_ends(self):
+        self._turn = False
+        self.listener.flush()
 
 # %% ../nbs/18_observe.ipynb #67fab397
 class _Pending:

@@ -54,6 +54,30 @@ class _ClockedFlow(FlowControl):
         if self.read_paused: self._protocol._release()
         super().resume_reading()
 
+# %% ../nbs/23_run.ipynb #3fd48ae0
+class _WholeResponse:
+    "The connection as one response's cycle writes to it: a head with a length waits for the body, and both leave in one write."
+    __slots__ = ("_transport", "_cycle", "_head")
+    def __init__(self, transport, cycle): self._transport, self._cycle, self._head = transport, cycle, None
+
+    def write(self, data: bytes):
+        if self._head is not None:
+            head, self._head = self._head, None
+            if len(data) > 65536: self._transport.write(head)  # a big body: two writes rather than a copy of it
+            else: data = head + data
+        elif self._cycle is not None and self._cycle.response_started:  # the first write since the response started: its head
+            cycle, self._cycle = self._cycle, None
+            if not cycle.chunked_encoding and cycle.scope["method"] != "HEAD":  # a stream's head goes at once; HEAD has no body
+                self._head = data
+                return
+        self._transport.write(data)
+
+    def is_closing(self) -> bool: return self._transport.is_closing()
+
+    def close(self):
+        if self._head is not None: self._transport.write(self._head); self._head = None
+        self._transport.close()
+
 # %% ../nbs/23_run.ipynb #e86ed407
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     "uvicorn's httptools protocol, plus a deadline for each request to arrive whole and a hard cap on its head."
@@ -69,6 +93,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self):
         self._in_head = False
         super().on_headers_complete()
+        if (c := self.cycle) is not None and c.scope is self.scope:  # this request's cycle, running or queued (not an upgrade)
+            c.transport = _WholeResponse(self.transport, c)
         if getattr(self, "_close_after", False) and self.cycle is not None: self.cycle.keep_alive = False
 
     def connection_made(self, transport):
