@@ -54,7 +54,7 @@ class _ClockedFlow(FlowControl):
         if self.read_paused: self._protocol._release()
         super().resume_reading()
 
-# %% ../nbs/23_run.ipynb #3fd48ae0
+# %% ../nbs/23_run.ipynb #4c10f480
 class _WholeResponse:
     "The connection as one response's cycle writes to it: a head with a length waits for the body, and both leave in one write."
     __slots__ = ("_transport", "_cycle", "_head")
