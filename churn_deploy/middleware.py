@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import ipaddress
 import logging
@@ -23,7 +24,7 @@ from .api import REQUEST_ID, BodyTooLarge, error_response
 from .logs import BatchedStreamHandler, JsonLines, direct_handler, emit_line, log
 
 # %% auto #0
-__all__ = ['OPEN_PATHS', 'UNLIMITED_PATHS', 'ServiceMetrics', 'ClientAddress', 'request_id', 'EdgeMiddleware',
+__all__ = ['OPEN_PATHS', 'UNLIMITED_PATHS', 'ServiceMetrics', 'ClientAddress', 'fresh_id', 'request_id', 'EdgeMiddleware',
            'BodyLimitMiddleware', 'ApiKeyMiddleware', 'CorsMiddleware', 'RateLimiter', 'charge', 'RateLimitMiddleware',
            'MemoryWindows']
 
@@ -113,11 +114,23 @@ class ClientAddress:
 _RID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 _ACCESS = log.getChild("access")
 
+_IDS: collections.deque[str] = collections.deque()
+
+def fresh_id() -> str:
+    "16 random hex digits (64 bits from the OS), drawn 256 at a time: one `getrandom` call for 256 requests, not one each."
+    try: return _IDS.popleft()  # atomic: two threads never get the same id
+    except IndexError: pass
+    h = os.urandom(2048).hex()
+    _IDS.extend([h[i:i + 16] for i in range(16, 4096, 16)])
+    return h[:16]
+
+os.register_at_fork(after_in_child=_IDS.clear)  # a forked worker draws its own ids, never its parent's next ones
+
 def request_id(headers: list[tuple[bytes, bytes]]) -> str:
     "The caller's `X-Request-ID` when it is well formed, else a fresh random id."
     for k, v in headers:
         if k == b"x-request-id" and _RID.fullmatch(v): return v.decode()
-    return os.urandom(8).hex()
+    return fresh_id()
 
 # %% ../nbs/17_middleware.ipynb #9a250a8c
 class EdgeMiddleware:
