@@ -17,7 +17,7 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 # %% auto #0
-__all__ = ['TEXT_FORMAT', 'log', 'JsonLines', 'BatchedStreamHandler', 'direct_handler', 'emit_line', 'log_config',
+__all__ = ['TEXT_FORMAT', 'log', 'JsonLines', 'AtTurnEnd', 'BatchedStreamHandler', 'direct_handler', 'emit_line', 'log_config',
            'configure_logging']
 
 # %% ../nbs/16_logs.ipynb #414e3e73
@@ -57,23 +57,35 @@ class JsonLines(OrjsonFormatter):
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+# %% ../nbs/16_logs.ipynb #7bf43373
+class AtTurnEnd:
+    "Calls `fn` once when the running event loop's current turn ends, however often it is asked to in that turn."
+    def __init__(self, fn: Callable[[], None]): self.fn, self._loop = fn, None
+
+    def __call__(self) -> bool:
+        "Have `fn` called when this turn ends; False, and nothing scheduled, when no event loop runs in this thread."
+        try: loop = asyncio.get_running_loop()
+        except RuntimeError: return False
+        if self._loop is not loop:  # not yet asked in this turn (or asked on a loop that has since gone)
+            self._loop = loop
+            loop.call_soon(self._ends)
+        return True
+
+    def _ends(self):
+        self._loop = None
+        self.fn()
+
 # %% ../nbs/16_logs.ipynb #2a9967f4
 class BatchedStreamHandler(logging.StreamHandler):
     "A `StreamHandler` that also takes lines to build and write when the event loop's turn ends (`defer`), in order with its records."
     def __init__(self, stream=None):
         super().__init__(stream)
-        self.waiting, self._turn = collections.deque(), None
+        self.waiting, self._at_turn_end = collections.deque(), AtTurnEnd(self.flush)
 
     def defer(self, line: Callable[[], str], record: Callable[[], logging.LogRecord]):
-        "Queue a line that `line()` builds, written when this turn of the running event loop ends; `record()` for a failed write."
+        "Queue a line that `line()` builds, written when this turn of the running event loop ends (now, off the loop); `record()` for a failed write."
         self.waiting.append((line, record))
-        if self._turn is not (loop := asyncio.get_running_loop()):
-            self._turn = loop
-            loop.call_soon(self._turn_ends)
-
-    def _turn_ends(self):
-        self._turn = None
-        self.flush()
+        if not self._at_turn_end(): self.flush()
 
     def _write_waiting(self):
         "Build the waiting lines and write them with one write and one flush; called with the lock held."

@@ -5,7 +5,6 @@
 # %% ../nbs/18_observe.ipynb #4e9e24aa
 from __future__ import annotations
 
-import asyncio
 import bisect
 import collections
 import logging
@@ -24,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .data import CATEGORICAL, FEATURES, NUMERICAL
 from .drift import bucket_of, customer_hash, prediction_record, rfc3339_ns
+from .logs import AtTurnEnd
 from .registry import canary_share
 
 # %% auto #0
@@ -333,6 +333,7 @@ class PredictionLog:
         self.handlers = [out]
         if file: self.handlers.append(_RecordFile(file, max_bytes, backups))
         self.listener = RecordWriter(self.queue, *self.handlers, every=every)
+        self._at_turn_end = AtTurnEnd(self.listener.flush)
 
     def start(self): self.listener.start(); return self
     def stop(self):
@@ -358,20 +359,7 @@ class PredictionLog:
                                     *((shadow[0], shadow[1][i]) if shadow else ()))
             try: put(_Pending(rec))
             except queue.Full: self.dropped += 1
-        if not self._turn: self._at_turn_end()
-
-    _turn = False  # a write is due when the event loop's turn ends
-
-    def _at_turn_end(self):
-        "On the event loop's thread, write the waiting records when this turn ends; elsewhere, leave them to the writer thread."
-        try: loop = asyncio.get_running_loop()
-        except RuntimeError: return
-        self._turn = True
-        loop.call_soon(self._turn_ends)
-
-    def _turn_ends(self):
-        self._turn = False
-        self.listener.flush()
+        self._at_turn_end()  # on the event loop: written when this turn ends; elsewhere, by the writer thread
 
 # %% ../nbs/18_observe.ipynb #67fab397
 class _Pending:
