@@ -50,7 +50,11 @@ class JsonLines(OrjsonFormatter):
 
     def line(self, created: float, level: str, logger: str, message: str, extras: dict) -> str:
         "The line of a plain record: created at `created` (seconds since the epoch), with these `extras`."
-        data = {"time": datetime.fromtimestamp(created, tz=timezone.utc), "level": level, "logger": logger, "message": message, **extras}
+        return self.dumps({"time": datetime.fromtimestamp(created, tz=timezone.utc), "level": level, "logger": logger,
+                           "message": message, **extras})
+
+    def dumps(self, data: dict) -> str:
+        "`data`, a line's fields in their order (time, level, logger, message, extras), as the line's JSON text."
         try: return orjson.dumps(data, default=self.json_default).decode()
         except TypeError:  # an extra that is a dict with keys other than strings: the option python-json-logger always sets
             return orjson.dumps(data, default=self.json_default, option=orjson.OPT_NON_STR_KEYS).decode()

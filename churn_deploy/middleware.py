@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import time
+from datetime import datetime, timezone
 from functools import partial
 
 from fastcore.basics import patch
@@ -183,9 +184,9 @@ def _access(self:EdgeMiddleware, scope, route, status, seconds, out):
               scope.get("churn.key"), scope.get("churn.client"), scope.get("churn.shadow"))
     h = direct_handler(_ACCESS)
     if type(h) is BatchedStreamHandler:  # the image's set-up: the line built and written when the loop's turn ends (16_logs)
-        return h.defer(partial(_access_line, h.formatter, fields), partial(_access_record, *_access_parts(fields)))
-    if h is not None: return emit_line(h, _access_line(h.formatter, fields), lambda: _access_record(*_access_parts(fields)))
-    _ACCESS.handle(_access_record(*_access_parts(fields)))
+        return h.defer(partial(_access_line, h.formatter, fields), partial(_access_record, fields))  # the record: only for a failed write
+    if h is not None: return emit_line(h, _access_line(h.formatter, fields), partial(_access_record, fields))
+    _ACCESS.handle(_access_record(fields))
 
 _ACCESS_MESSAGE = "%s %s %s %.2fms"
 
@@ -199,13 +200,21 @@ def _access_parts(fields: tuple) -> tuple[tuple, dict]:
     return (method, route, status, seconds * 1000), extra
 
 def _access_line(formatter: JsonLines, fields: tuple) -> str:
-    "The access record's line, without the record, created when the request ended."
-    args, extra = _access_parts(fields)
-    return formatter.line(fields[0], "INFO", _ACCESS.name, _ACCESS_MESSAGE % args, extra)
+    "The access record's line, without the record: the fields of `JsonLines.line` and `_access_parts`, in their order, in one dict."
+    created, rid, method, route, status, seconds, size, version, role, key, client, shadow = fields
+    ms = seconds * 1000
+    data = {"time": datetime.fromtimestamp(created, tz=timezone.utc), "level": "INFO", "logger": _ACCESS.name,
+            "message": _ACCESS_MESSAGE % (method, route, status, ms), "request_id": rid, "method": method, "route": route,
+            "status": status, "duration_ms": round(ms, 3), "bytes": size, "model_version": version,
+            "model_role": role.decode() if role else None, "key_name": key, "client": client}
+    if shadow: data["shadow_version"], data["shadow_probability"] = shadow
+    return formatter.dumps(data)
 
-def _access_record(args: tuple, extra: dict) -> logging.LogRecord:
-    # as `_ACCESS.info` does, less the caller lookup (file and line of this call, which no log line shows) and
-    # makeRecord's check of each extra against the record's own names (these fixed names never collide)
+def _access_record(fields: tuple) -> logging.LogRecord:
+    "The access record, as `_ACCESS.info` makes it: built only when the line goes through `logging`, or its write failed."
+    # less the caller lookup (file and line of this call, which no log line shows) and makeRecord's check of each
+    # extra against the record's own names (these fixed names never collide)
+    args, extra = _access_parts(fields)
     record = logging.getLogRecordFactory()(_ACCESS.name, logging.INFO, "", 0, _ACCESS_MESSAGE, args, None)
     record.__dict__.update(extra)
     return record
