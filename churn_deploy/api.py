@@ -54,7 +54,9 @@ def _feature_field(f: str):
     return CATEGORICAL[f], ...
 
 def _customer_model(extra: str):
-    return create_model("Customer", __config__=ConfigDict(extra=extra, strict=True, json_schema_extra={"examples": [SAMPLE_CUSTOMER]}),
+    # `Customer` checks the first /predict; the lenient copy, only batches: its validator is built at the first
+    return create_model("Customer", __config__=ConfigDict(extra=extra, strict=True, defer_build=extra != "forbid",
+                                                          json_schema_extra={"examples": [SAMPLE_CUSTOMER]}),
                         __doc__="One customer as the workshop sends it: 19 features, lower-case snake_case values.",
                         **{f: _feature_field(f) for f in FEATURES})
 
@@ -62,7 +64,7 @@ Customer = _customer_model("forbid")
 
 # %% ../nbs/14_api.ipynb #a1b12542
 _LenientCustomer = _customer_model("ignore")
-_STRICT = ConfigDict(extra="forbid", strict=True)
+_STRICT = ConfigDict(extra="forbid", strict=True, defer_build=True)  # built at the first batch, not at the start
 CUSTOMER_ID_MAX = 128
 _CUSTOMER_ID = re.compile(r"[!#-\[\]-z|~](?:[ !#-\[\]-z|~]{0,%d}[!#-\[\]-z|~])?" % (CUSTOMER_ID_MAX - 2))
 
@@ -94,8 +96,12 @@ def batch_models(max_batch: int) -> tuple[type[BaseModel], type[BaseModel]]:
     return doc, check
 
 # %% ../nbs/14_api.ipynb #64c3596f
+_DOCS = ConfigDict(defer_build=True)
+"The documented answers' models: the routes write their JSON with orjson, so pydantic builds each model's validator only if one is ever used."
+
 class Prediction(BaseModel):
     "The workshop's answer, plus the version of the model that gave it."
+    model_config = _DOCS
     churn_probability: float = Field(ge=0, le=1, description="Probability that the customer churns")
     churn: bool = Field(description="churn_probability >= 0.5, the course's cut-off")
     model_version: str
@@ -103,10 +109,12 @@ class Prediction(BaseModel):
 # %% ../nbs/14_api.ipynb #ac2b4db7
 class BatchPrediction(BaseModel):
     "One prediction per customer, in input order."
+    model_config = _DOCS
     predictions: list[Prediction]
 
 # %% ../nbs/14_api.ipynb #a7044d7b
 class Contribution(BaseModel):
+    model_config = _DOCS
     feature: str
     value: str | int | float
     contribution: float = Field(description="Log-odds contribution: coefficient × value")
@@ -114,6 +122,7 @@ class Contribution(BaseModel):
 # %% ../nbs/14_api.ipynb #3218dd1d
 class Explanation(BaseModel):
     "A prediction taken apart: intercept + contributions = logit(churn_probability)."
+    model_config = _DOCS
     churn_probability: float
     logit: float
     intercept: float
@@ -123,12 +132,14 @@ class Explanation(BaseModel):
 
 # %% ../nbs/14_api.ipynb #14933936
 class FieldError(BaseModel):
+    model_config = _DOCS
     field: str = Field(description="Where the problem is, e.g. `streamingtv` or `customers[3].tenure`")
     message: str
     type: str
 
 # %% ../nbs/14_api.ipynb #b60a1290
 class ErrorDetail(BaseModel):
+    model_config = _DOCS
     status: int
     message: str = Field(description="One line; names the field when one is to blame")
     request_id: str = Field(description="The request's id, as in the X-Request-ID header and the logs")
@@ -138,6 +149,7 @@ class ErrorDetail(BaseModel):
 # %% ../nbs/14_api.ipynb #80391e56
 class ErrorResponse(BaseModel):
     "The body of every error response."
+    model_config = _DOCS
     error: ErrorDetail
 
 # %% ../nbs/14_api.ipynb #6db75fdc

@@ -39,7 +39,7 @@ OfferId = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z
 
 class WhatIfRequest(BaseModel):
     "A customer; optionally the catalogue's offers the desk may make, and the value model's assumptions."
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True, json_schema_extra={  # built at the first /whatif
         "examples": [{"customer": SAMPLE_CUSTOMER, "offers": ["one_year_contract", "free_tech_support", "discount_10"]}]})
     customer: Customer
     offers: list[OfferId] | None = Field(None, min_length=1, max_length=100, description="Ids of the catalogue's offers allowed (default: all)")
@@ -53,6 +53,7 @@ class WhatIfRequest(BaseModel):
 # %% ../nbs/21_desk.ipynb #7d47c857
 class OfferResult(BaseModel):
     "One catalogue offer for this customer: the churn probability it gives, its cost and the expected net value of calling with it."
+    model_config = ConfigDict(defer_build=True)  # documents the answer, which orjson writes
     id: str
     label: str = Field(description="The offer in words")
     set: dict[str, str | float] = Field(description="The fields the offer sets, with their new values")
@@ -63,6 +64,7 @@ class OfferResult(BaseModel):
 
 class Reason(BaseModel):
     "One of the strongest contributions to the customer's score, in words."
+    model_config = ConfigDict(defer_build=True)  # documents the answer, which orjson writes
     feature: str
     value: str | int | float
     contribution: float = Field(description="Its log-odds contribution")
@@ -70,12 +72,14 @@ class Reason(BaseModel):
 
 class ValueModel(BaseModel):
     "The assumptions the net values rest on."
+    model_config = ConfigDict(defer_build=True)  # documents the answer, which orjson writes
     save_rate: float
     horizon_months: float
     contact_cost: float
 
 class WhatIf(BaseModel):
     "Every catalogue offer that applies to one customer, best net value first, and why the model scores the customer so."
+    model_config = ConfigDict(defer_build=True)  # documents the answer, which orjson writes
     model_version: str
     churn_probability: float = Field(ge=0, le=1, description="The customer's probability as things are")
     value: float = Field(description="What the customer brings in over the horizon if kept")

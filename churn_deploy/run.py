@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import resource
@@ -35,8 +36,8 @@ from .offers import OfferError, load_catalogue
 from .registry import REGISTRY_FILE, is_legacy, load_served
 
 # %% auto #0
-__all__ = ['GuardedHttpToolsProtocol', 'ensure_model', 'pin_model', 'DrainingServer', 'DrainingProcess', 'DrainingSupervisor',
-           'platform_port', 'churn_serve', 'check_prediction_log', 'churn_hash_key']
+__all__ = ['GuardedHttpToolsProtocol', 'ensure_model', 'pin_model', 'settle_gc', 'DrainingServer', 'DrainingProcess',
+           'DrainingSupervisor', 'platform_port', 'churn_serve', 'check_prediction_log', 'churn_hash_key']
 
 # %% ../nbs/23_run.ipynb #1afd4532
 _REQUEST_LINE = 8192
@@ -218,9 +219,19 @@ def pin_model(s: Settings, model: ChurnModel, into: Path | None = None) -> dict:
         src = into
     return {"model_dir": src, "model_sha256": model.sha256}
 
+# %% ../nbs/23_run.ipynb #61109c83
+def settle_gc():
+    "Keep what the start made out of every later collection (`gc.freeze`), and collect as usual from now on."
+    gc.freeze()
+    gc.enable()
+
 # %% ../nbs/23_run.ipynb #3cbf36f9
 class DrainingServer(Server):
     "uvicorn's server, which serves the connections waiting in the listening socket's queue instead of resetting them at the stop."
+    async def startup(self, sockets=None):
+        try: await super().startup(sockets)
+        finally: settle_gc()
+
     async def shutdown(self, sockets=None):
         await self._supervisor_closed()
         waiting = []
@@ -303,6 +314,7 @@ def churn_serve(model: str = None, # Model directory (default: CHURN_MODEL_DIR, 
                 offers: str = None, # The desk's offer catalogue, TOML (default: CHURN_OFFERS, or the package's)
                ):
     "Serve churn predictions over HTTP."
+    gc.disable()  # the start makes what the server keeps for life: no collection walks it meanwhile (`settle_gc` ends this)
     import uvicorn
     try:
         if port is None and "CHURN_PORT" not in os.environ: port = platform_port()  # CHURN_PORT, then $PORT, then 9696
@@ -332,6 +344,7 @@ def churn_serve(model: str = None, # Model directory (default: CHURN_MODEL_DIR, 
         config = uvicorn.Config(partial(create_app, pinned, Path(s.model_dir) if legacy else None), factory=True, **opts)
         config.churn_request_timeout, config.churn_max_header_bytes = s.request_timeout, s.max_header_bytes
         if s.workers == 1: return DrainingServer(config).run()
+        settle_gc()  # the supervisor builds no app; each worker settles its own when its server has started
         supervisor = DrainingSupervisor(config, sockets=[config.bind_socket()])
         supervisor.run()
     if not supervisor.stopping: sys.exit("churn_serve: error: a worker failed to start (see the lines above)")
