@@ -54,7 +54,7 @@ def _feature_field(f: str):
     return CATEGORICAL[f], ...
 
 def _customer_model(extra: str):
-    # `Customer` checks the first /predict; the lenient copy, only batches: its validator is built at the first
+    # `Customer` checks the first /predict, so it is built now; the lenient copy checks only batches, so it is built at the first batch
     return create_model("Customer", __config__=ConfigDict(extra=extra, strict=True, defer_build=extra != "forbid",
                                                           json_schema_extra={"examples": [SAMPLE_CUSTOMER]}),
                         __doc__="One customer as the workshop sends it: 19 features, lower-case snake_case values.",
