@@ -9,6 +9,7 @@ import asyncio
 import collections
 import hashlib
 import ipaddress
+import itertools
 import logging
 import os
 import re
@@ -190,33 +191,31 @@ def _access(self:EdgeMiddleware, scope, route, status, seconds, out):
 
 _ACCESS_MESSAGE = "%s %s %s %.2fms"
 
-def _access_parts(fields: tuple) -> tuple[tuple, dict]:
-    "The access record's message arguments and extras, from the fields the request captured."
-    created, rid, method, route, status, seconds, size, version, role, key, client, shadow = fields
-    extra = {"request_id": rid, "method": method, "route": route, "status": status, "duration_ms": round(seconds * 1000, 3),
-             "bytes": size, "model_version": version, "model_role": role.decode() if role else None, "key_name": key, "client": client}
-    if shadow:  # the challenger's answer in shadow mode, under the same request id
-        extra["shadow_version"], extra["shadow_probability"] = shadow
-    return (method, route, status, seconds * 1000), extra
+_LINE_HEAD = 4  # time, level, logger, message: `JsonLines.line`'s fields; the record's extras follow
 
-def _access_line(formatter: JsonLines, fields: tuple) -> str:
-    "The access record's line, without the record: the fields of `JsonLines.line` and `_access_parts`, in their order, in one dict."
+def _access_data(fields: tuple) -> dict:
+    "The access line's fields in the line's order, from the fields the request captured: `JsonLines.line`'s four, then the record's extras."
     created, rid, method, route, status, seconds, size, version, role, key, client, shadow = fields
     ms = seconds * 1000
     data = {"time": datetime.fromtimestamp(created, tz=timezone.utc), "level": "INFO", "logger": _ACCESS.name,
             "message": _ACCESS_MESSAGE % (method, route, status, ms), "request_id": rid, "method": method, "route": route,
             "status": status, "duration_ms": round(ms, 3), "bytes": size, "model_version": version,
             "model_role": role.decode() if role else None, "key_name": key, "client": client}
-    if shadow: data["shadow_version"], data["shadow_probability"] = shadow
-    return formatter.dumps(data)
+    if shadow:  # the challenger's answer in shadow mode, under the same request id
+        data["shadow_version"], data["shadow_probability"] = shadow
+    return data
+
+def _access_line(formatter: JsonLines, fields: tuple) -> str:
+    "The access record's line, without the record: one dict, as `JsonLines.line` would build it from the record."
+    return formatter.dumps(_access_data(fields))
 
 def _access_record(fields: tuple) -> logging.LogRecord:
     "The access record, as `_ACCESS.info` makes it: built only when the line goes through `logging`, or its write failed."
     # less the caller lookup (file and line of this call, which no log line shows) and makeRecord's check of each
     # extra against the record's own names (these fixed names never collide)
-    args, extra = _access_parts(fields)
-    record = logging.getLogRecordFactory()(_ACCESS.name, logging.INFO, "", 0, _ACCESS_MESSAGE, args, None)
-    record.__dict__.update(extra)
+    _, _, method, route, status, seconds = fields[:6]
+    record = logging.getLogRecordFactory()(_ACCESS.name, logging.INFO, "", 0, _ACCESS_MESSAGE, (method, route, status, seconds * 1000), None)
+    record.__dict__.update(itertools.islice(_access_data(fields).items(), _LINE_HEAD, None))
     return record
 
 # %% ../nbs/17_middleware.ipynb #ddfe053d
