@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="`json`: every log line one JSON object (the image sets `json`)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Log level of uvicorn and the service")
     access_log: bool = Field(False, description="One access line per request (the image sets `true`; off, /metrics still counts them, at less cost)")
+    log_writer: Literal["process", "inline"] = Field("process", description="`process`: `churn_serve` forks a process beside each worker that builds and writes its JSON log lines and prediction records; `inline`: the worker does")
     offers: FilePath | None = Field(None, description="The offer catalogue (TOML) of the retention desk's page, `/whatif` and `churn_campaign` (unset: the package's `churn_deploy/assets/offers.toml`)")
 
     @field_validator("api_key", "prediction_log_key")

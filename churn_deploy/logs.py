@@ -7,18 +7,31 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
+import gc
+import itertools
 import logging
+import marshal
+import mmap
+import os
+import signal
+import stat
+import struct
+import sys
+import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
+from operator import itemgetter
 
 import orjson
+from fastcore.basics import patch
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 # %% auto #0
-__all__ = ['TEXT_FORMAT', 'log', 'JsonLines', 'AtTurnEnd', 'BatchedStreamHandler', 'direct_handler', 'emit_line', 'log_config',
-           'configure_logging']
+__all__ = ['TEXT_FORMAT', 'log', 'JsonLines', 'AtTurnEnd', 'BatchedStreamHandler', 'direct_handler', 'emit_line', 'WriterProcess',
+           'log_config', 'configure_logging']
 
 # %% ../nbs/16_logs.ipynb #414e3e73
 class JsonLines(OrjsonFormatter):
@@ -63,8 +76,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # %% ../nbs/16_logs.ipynb #7bf43373
 class AtTurnEnd:
-    "Calls `fn` once when the running event loop's current turn ends, however often it is asked to in that turn."
-    def __init__(self, fn: Callable[[], None]): self.fn, self._loop = fn, None
+    "Calls `fn` once when the running event loop's current turn ends (or `delay` seconds later), however often it is asked to meanwhile."
+    def __init__(self, fn: Callable[[], None], delay: float = 0): self.fn, self.delay, self._loop = fn, delay, None
 
     def __call__(self) -> bool:
         "Have `fn` called when this turn ends; False, and nothing scheduled, when no event loop runs in this thread."
@@ -72,7 +85,8 @@ class AtTurnEnd:
         except RuntimeError: return False
         if self._loop is not loop:  # not yet asked in this turn (or asked on a loop that has since gone)
             self._loop = loop
-            loop.call_soon(self._ends)
+            if self.delay: loop.call_later(self.delay, self._ends)
+            else: loop.call_soon(self._ends)
         return True
 
     def _ends(self):
@@ -85,6 +99,7 @@ class BatchedStreamHandler(logging.StreamHandler):
     def __init__(self, stream=None):
         super().__init__(stream)
         self.waiting, self._at_turn_end = collections.deque(), AtTurnEnd(self.flush)
+        self.writer, self.builders = None, {}  # a `WriterProcess` that writes for it (`via`), and its kinds of lines
 
     def defer(self, line: Callable[[], str], record: Callable[[], logging.LogRecord]):
         "Queue a line that `line()` builds, written when this turn of the running event loop ends (now, off the loop); `record()` for a failed write."
@@ -106,6 +121,11 @@ class BatchedStreamHandler(logging.StreamHandler):
             for _, record in parts: self.handleError(record())
 
     def emit(self, record):
+        if (w := self.writer) is not None and w.running:  # the record's line, in order with the writer's other lines
+            try: line = self.format(record)
+            except RecursionError: raise
+            except Exception: return self.handleError(record)
+            return w.put(self._text, line)
         if self.waiting: self._write_waiting()  # `handle` holds the lock: the lines before the record, as they came
         super().emit(record)
 
@@ -141,6 +161,175 @@ def emit_line(handler: logging.StreamHandler, line: str, record: Callable[[], lo
         except RecursionError: raise
         except Exception: handler.handleError(record())
     finally: handler.release()
+
+# %% ../nbs/16_logs.ipynb #df04872b
+_FRAME = struct.Struct("<I")  # each batch: its length, then its jobs, marshalled
+_KINDS, _SLOTS = 64, 256  # shared int64 counters: one per kind (jobs the child has done), then those `slots` hands out
+_log = logging.getLogger("churn")
+
+class WriterProcess:
+    "A forked child that builds and writes log lines: the worker queues each line's fields, and sends a batch in one write."
+    def __init__(self, delay: float = 0.005, # Seconds the jobs of a loop's turns wait, to share one write
+                 most: int = 4096, # Jobs sent at once, at most, however the turn goes
+                ):
+        self.kinds, self.lost, self.jobs, self.most = [], [], [], most
+        self.fd = self.pid = None
+        self._memory = mmap.mmap(-1, 8 * _SLOTS)  # anonymous and shared with the child
+        self.done, self.sent = memoryview(self._memory).cast("q")[:_KINDS], [0] * _KINDS
+        self._next_slot = _KINDS
+        self._lock = threading.Lock()  # a thread's jobs and the loop's leave whole, in the order they came
+        self._at_turn_end = AtTurnEnd(self.flush, delay)
+
+    @property
+    def running(self) -> bool: return self.fd is not None
+
+    def kind(self, fn: Callable[[list], None], # Does a run of jobs, given their payloads: in the child, or here when none runs
+             lost: Callable[[int], None] | None = None, # Told how many of its jobs a child that ended took and never did
+            ) -> int:
+        "Register a kind of job, before `start`: its number, for `put`."
+        if self.running or len(self.kinds) >= _KINDS: raise RuntimeError("register every kind of job before the writer starts")
+        self.kinds.append(fn); self.lost.append(lost)
+        return len(self.kinds) - 1
+
+    def slots(self, n: int) -> memoryview:
+        "`n` int64 counters, zero at first, that the child writes and this process reads; taken before `start`."
+        if self.running or self._next_slot + n > _SLOTS: raise RuntimeError("take the shared slots before the writer starts")
+        self._next_slot += n
+        return memoryview(self._memory).cast("q")[self._next_slot - n:self._next_slot]
+
+    def put(self, kind: int, payload):
+        "Queue a job, sent when the loop's turn ends (`delay` later); sent now off the loop; done here, now, when no child runs."
+        if self.fd is None: return self.kinds[kind]([payload])
+        with self._lock: self.jobs.append((kind, payload)); n = len(self.jobs)
+        if n >= self.most or not self._at_turn_end(): self.flush()
+
+
+# %% ../nbs/16_logs.ipynb #ca52844a
+@patch
+def flush(self:WriterProcess):
+    "Send the queued jobs in one write, which waits while the pipe is full; do them here when no child runs."
+    with self._lock:
+        jobs, self.jobs = self.jobs, []
+        if not jobs: return
+        if self.fd is None: return self._do(jobs)
+        try: _write_all(self.fd, marshal.dumps(jobs))
+        except OSError as e: return self._ended(jobs, e)  # a broken pipe: the child is gone
+        sent = self.sent
+        for k, _ in jobs: sent[k] += 1
+
+def _write_all(fd: int, data: bytes):
+    view = memoryview(_FRAME.pack(len(data)) + data)
+    while view: view = view[os.write(fd, view):]
+
+@patch
+def _do(self:WriterProcess, jobs: list):
+    "Do `jobs` in their order, each run of one kind in one call; in the child, count them."
+    for k, run in itertools.groupby(jobs, key=itemgetter(0)):
+        payloads = [p for _, p in run]
+        try: self.kinds[k](payloads)
+        except Exception: _log.exception("log writer: %d jobs of kind %d failed", len(payloads), k)
+        if self.pid == 0: self.done[k] += len(payloads)
+
+
+# %% ../nbs/16_logs.ipynb #097aeab6
+@patch
+def start(self:WriterProcess):
+    "Fork the child (before this process starts a thread); from now on `put` queues."
+    if self.running: return self
+    for s in (sys.stdout, sys.stderr):  # what waits in a buffer now would be written twice
+        try: s.flush()
+        except Exception: pass
+    r, w = os.pipe()
+    try: fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)  # 1 MiB: a burst waits in the pipe
+    except OSError: pass
+    pid = os.fork()
+    if pid == 0:  # the child, which never returns
+        code = 1
+        try: os.close(w); self._serve(r); code = 0
+        finally: os._exit(code)
+    os.close(r)
+    self.fd, self.pid = w, pid
+    return self
+
+@patch
+def _serve(self:WriterProcess, r: int):
+    "The child: do each batch as it comes, until the worker closes its end."
+    self.pid, self.jobs = 0, []
+    gc.freeze(); gc.enable()  # the worker's objects, shared from the fork, stay out of the child's collections
+    for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, signal.SIG_IGN)  # the worker says when: end of file
+    try: signal.set_wakeup_fd(-1)  # the worker's event loop's, which nothing here reads
+    except ValueError: pass  # forked from another thread than the main one: none was set here
+    for name in os.listdir("/proc/self/fd"):  # the worker's sockets: its port is free once the worker closes it
+        try:
+            if stat.S_ISSOCK(os.fstat(int(name)).st_mode): os.close(int(name))
+        except OSError: pass
+    with open(r, "rb", buffering=1 << 20) as pipe:
+        while len(head := pipe.read(_FRAME.size)) == _FRAME.size:
+            size = _FRAME.unpack(head)[0]
+            if len(data := pipe.read(size)) < size: break  # the worker died half way through a write
+            self._do(marshal.loads(data))
+    for s in (sys.stdout, sys.stderr): s.flush()
+
+
+# %% ../nbs/16_logs.ipynb #93935ebb
+@patch
+def stop(self:WriterProcess):
+    "Send what waits, close the pipe and wait for the child to finish every job; later jobs are done here."
+    if not self.running: return
+    self.flush()
+    with self._lock:
+        if self.fd is None: return  # it ended while the last batch was sent
+        os.close(self.fd); self.fd = None
+        self._reap("")
+
+@patch
+def _ended(self:WriterProcess, jobs: list, e: OSError):
+    "The child is gone: count what it took and never did, then do `jobs`, and every later job, here."
+    os.close(self.fd); self.fd = None
+    self._reap(f" ({e.strerror or e})", always=True)
+    self._do(jobs)
+
+@patch
+def _reap(self:WriterProcess, why: str, always: bool = False):
+    _, status = os.waitpid(self.pid, 0)
+    lost = {k: self.sent[k] - self.done[k] for k in range(len(self.kinds)) if self.sent[k] > self.done[k]}
+    for k, n in lost.items():
+        if self.lost[k] is not None: self.lost[k](n)
+    if always or status or lost:
+        code = os.waitstatus_to_exitcode(status)
+        _log.warning("log writer: process %d ended%s with %s and %d jobs not done; they are counted, and the worker writes from now on",
+                     self.pid, why, f"signal {-code}" if code < 0 else f"status {code}", sum(lost.values()))
+
+
+# %% ../nbs/16_logs.ipynb #faf5a452
+@patch
+def via(self:BatchedStreamHandler, writer: WriterProcess):
+    "Have `writer`'s child write this handler's records (formatted here) and its built lines (`line_kind`), in one order."
+    if self.writer is writer: return self
+    self.flush()
+    self.writer, self.builders, self._text = writer, {}, writer.kind(self._write_lines)
+    return self
+
+@patch
+def line_kind(self:BatchedStreamHandler, build: Callable[[logging.Formatter, object], str]) -> int:
+    "The writer's kind of job whose payload the child turns into a line of this handler with `build(formatter, payload)`."
+    if (k := self.builders.get(build)) is None:
+        fmt = self.formatter
+        k = self.builders[build] = self.writer.kind(lambda payloads: self._write_lines([build(fmt, p) for p in payloads]))
+    return k
+
+@patch
+def _write_lines(self:BatchedStreamHandler, lines: list[str]):
+    "Write `lines` with one write and one flush; a failure goes to `handleError` once for each line."
+    self.acquire()
+    try:
+        self.stream.write("".join([line + self.terminator for line in lines]))
+        logging.StreamHandler.flush(self)
+    except RecursionError: raise
+    except Exception:
+        for line in lines: self.handleError(logging.makeLogRecord({"msg": line}))
+    finally: self.release()
+
 
 # %% ../nbs/16_logs.ipynb #fb51c7bb
 def log_config(fmt: str = "text", # `json` or `text`

@@ -23,12 +23,12 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 
 from .api import REQUEST_ID, BodyTooLarge, error_response
-from .logs import BatchedStreamHandler, JsonLines, direct_handler, emit_line, log
+from .logs import BatchedStreamHandler, JsonLines, WriterProcess, direct_handler, emit_line, log
 
 # %% auto #0
 __all__ = ['OPEN_PATHS', 'UNLIMITED_PATHS', 'ServiceMetrics', 'ClientAddress', 'fresh_id', 'request_id', 'EdgeMiddleware',
-           'BodyLimitMiddleware', 'ApiKeyMiddleware', 'CorsMiddleware', 'RateLimiter', 'charge', 'RateLimitMiddleware',
-           'MemoryWindows']
+           'access_via', 'BodyLimitMiddleware', 'ApiKeyMiddleware', 'CorsMiddleware', 'RateLimiter', 'charge',
+           'RateLimitMiddleware', 'MemoryWindows']
 
 # %% ../nbs/17_middleware.ipynb #cfe4e8f5
 class ServiceMetrics:
@@ -185,6 +185,7 @@ def _access(self:EdgeMiddleware, scope, route, status, seconds, out):
               scope.get("churn.key"), scope.get("churn.client"), scope.get("churn.shadow"))
     h = direct_handler(_ACCESS)
     if type(h) is BatchedStreamHandler:  # the image's set-up: the line built and written when the loop's turn ends (16_logs)
+        if (k := h.builders.get(_access_line)) is not None and h.writer.running: return h.writer.put(k, fields)  # by the writer's child
         return h.defer(partial(_access_line, h.formatter, fields), partial(_access_record, fields))  # the record: only for a failed write
     if h is not None: return emit_line(h, _access_line(h.formatter, fields), partial(_access_record, fields))
     _ACCESS.handle(_access_record(fields))
@@ -217,6 +218,13 @@ def _access_record(fields: tuple) -> logging.LogRecord:
     record = logging.getLogRecordFactory()(_ACCESS.name, logging.INFO, "", 0, _ACCESS_MESSAGE, (method, route, status, seconds * 1000), None)
     record.__dict__.update(itertools.islice(_access_data(fields).items(), _LINE_HEAD, None))
     return record
+
+def access_via(writer: WriterProcess) -> bool:
+    "Have `writer`'s child build and write the access lines, with every other record of their handler; False, and nothing done, unless it is the image's."
+    h = direct_handler(_ACCESS)
+    if type(h) is not BatchedStreamHandler: return False
+    h.via(writer).line_kind(_access_line)
+    return True
 
 # %% ../nbs/17_middleware.ipynb #ddfe053d
 class BodyLimitMiddleware:

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .data import CATEGORICAL, FEATURES, NUMERICAL
 from .drift import bucket_of, customer_hash, prediction_record, rfc3339_ns
-from .logs import AtTurnEnd
+from .logs import AtTurnEnd, WriterProcess
 from .registry import canary_share
 
 # %% auto #0
@@ -334,6 +334,7 @@ class PredictionLog:
         if file: self.handlers.append(_RecordFile(file, max_bytes, backups))
         self.listener = RecordWriter(self.queue, *self.handlers, every=every)
         self._at_turn_end = AtTurnEnd(self.listener.flush)
+        self.writer, self._child_failures, self.writer_lost = None, (), 0  # `via`: a writer process does the writing
 
     def start(self): self.listener.start(); return self
     def stop(self):
@@ -342,7 +343,7 @@ class PredictionLog:
         for h in self.handlers[1:]: h.close()
 
     @property
-    def sink_errors(self) -> int: return sum(h.failures for h in self.handlers)
+    def sink_errors(self) -> int: return sum(h.failures for h in self.handlers) + sum(self._child_failures) + self.writer_lost
 
     def keeps(self, caller: str) -> bool:
         "True when the caller's records are kept: the same callers always are."
@@ -351,6 +352,11 @@ class PredictionLog:
     def record(self, request_id: str, customer_id: str | None, version: str, role: str, rows: list[dict], probs: list[float],
                threshold: float, shadow: tuple[str, list[float]] | None = None):
         "Queue one record per scored row; drop (and count) when the buffer is full."
+        if (w := self.writer) is not None:  # the writer's child builds each record from its fields; here, once it has ended
+            ns, kind = time.time_ns(), self._kind
+            for i, (row, p) in enumerate(zip(rows, probs)):
+                w.put(kind, (request_id, customer_id, version, role, row, p, threshold, ns, *((shadow[0], shadow[1][i]) if shadow else ())))
+            return
         now = rfc3339_ns(time.time_ns())  # written once for the request's rows
         customer = customer_hash(customer_id, self.key) if customer_id and self.key else None
         put = self.queue.put_nowait
@@ -385,3 +391,25 @@ def _stdout_line(record) -> bytes:
     if not line.startswith(_TIME): return (_StdoutJson().format(record) + "\n").encode()
     cut = line.index(b'",', len(_TIME)) + 2
     return line[:cut] + _LABELS + line[cut:]
+
+# %% ../nbs/18_observe.ipynb #2bf660e3
+@patch
+def via(self:PredictionLog, writer: WriterProcess):
+    "Have `writer`'s child build and write the records, instead of `start`'s thread; its failed writes count here too."
+    self.writer, self._kind = writer, writer.kind(self._write_jobs, lost=self._lost)
+    self._child_failures, self._base = writer.slots(len(self.handlers)), [h.failures for h in self.handlers]
+    return self
+
+@patch
+def _write_jobs(self:PredictionLog, jobs: list):
+    "Each job's record, built as `record` builds it, to every sink in one batch; in the child, its failures for the worker to read."
+    key, records = self.key, []
+    for rid, cid, version, role, row, p, threshold, ns, *shadow in jobs:
+        customer = customer_hash(cid, key) if cid and key else None
+        records.append(_Pending(prediction_record(row, p, p >= threshold, version, rid, role, customer, rfc3339_ns(ns), *shadow)))
+    for h in self.handlers: h.emit_many(records)
+    if self.writer.pid == 0:
+        for i, h in enumerate(self.handlers): self._child_failures[i] = h.failures - self._base[i]
+
+@patch
+def _lost(self:PredictionLog, n: int): self.writer_lost += n

@@ -341,7 +341,7 @@ def churn_serve(model: str = None, # Model directory (default: CHURN_MODEL_DIR, 
         os.environ.update({f"CHURN_{k.upper()}": str(v) for k, v in overrides.items()})  # for anything that reads the environment
         pinned = Settings(**{**overrides, **pin_model(s, verified, Path(private))}) if legacy else s
         # each worker builds the app from the same settings (pickled to it), serving the pinned copy and watching the original
-        config = uvicorn.Config(partial(create_app, pinned, Path(s.model_dir) if legacy else None), factory=True, **opts)
+        config = uvicorn.Config(partial(create_app, pinned, Path(s.model_dir) if legacy else None, log_process=True), factory=True, **opts)
         config.churn_request_timeout, config.churn_max_header_bytes = s.request_timeout, s.max_header_bytes
         if s.workers == 1: return DrainingServer(config).run()
         settle_gc()  # the supervisor builds no app; each worker settles its own when its server has started

@@ -22,9 +22,9 @@ from .api import (BatchPrediction, Customer, ErrorResponse, Explanation, Predict
                               add_schemas, batch_models, guard_doc_pages)
 from .config import Settings, api_key_table, get_settings
 from .desk import PAGE_PATHS, desk_router, document_desk
-from .logs import log
+from .logs import WriterProcess, log
 from .middleware import (OPEN_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, ClientAddress, CorsMiddleware, EdgeMiddleware,
-                                     RateLimiter, RateLimitMiddleware, ServiceMetrics)
+                                     RateLimiter, RateLimitMiddleware, ServiceMetrics, access_via)
 from .predict import ModelError
 from .observe import DriftMetrics, PredictionLog
 from .offers import DEFAULT_CATALOGUE
@@ -100,10 +100,14 @@ async def lifespan(app: FastAPI):
     app.state.draining = False
     app.state.batch_slots = asyncio.Semaphore(s.batch_threads)  # made here, inside the server's event loop
     _drain_on_signals(app, metrics, s.grace_period)
+    writer = WriterProcess() if getattr(app.state, "log_process", False) else None  # `churn_serve`'s workers (16_logs)
     if s.prediction_log_sample > 0:
         key = s.prediction_log_key.get_secret_value() if s.prediction_log_key else None
-        app.state.prediction_log = PredictionLog(s.prediction_log_sample, s.prediction_log_file, key, s.prediction_log_max_bytes,
-                                                 s.prediction_log_backups).start()
+        plog = PredictionLog(s.prediction_log_sample, s.prediction_log_file, key, s.prediction_log_max_bytes, s.prediction_log_backups)
+        app.state.prediction_log = plog.via(writer) if writer is not None else plog.start()
+    if writer is not None:
+        if s.access_log: access_via(writer)  # the JSON access lines, and every line of their handler
+        app.state.log_writer = writer.start() if writer.kinds else None  # forked now: no thread has started yet
     pinned = s.model_sha256 is not None and is_legacy(s.model_dir)
     watcher = asyncio.create_task(_watch_registry(app, app.state.followed, s.registry_file, s.registry_poll, metrics, pinned))
     ch = f", challenger {served.challenger.version} ({served.routing.mode})" if served.challenger else ""
@@ -111,6 +115,7 @@ async def lifespan(app: FastAPI):
              served.champion.sha256[:12], ch)
     yield
     watcher.cancel()
+    if (writer := getattr(app.state, "log_writer", None)) is not None: writer.stop()  # every line and record written
     if app.state.prediction_log is not None: app.state.prediction_log.stop()  # writes what is queued
     app.state.model = None
 
@@ -149,13 +154,17 @@ def _version() -> str:
 DESCRIPTION = ("Customer churn predictions for retention offers. The request and response "
                "of `/predict` match the course's workshop service.")
 
-def create_app(settings: Settings | None = None, follow: Path | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, # Default: the environment's
+               follow: Path | None = None, # The directory to watch for a new model (default: the settings')
+               log_process: bool = False, # Fork a `WriterProcess` for the log lines at start, when `log_writer` says `process` (`churn_serve` does)
+              ) -> FastAPI:
     "The churn prediction service, configured by `settings` (default: the environment); `follow`: the directory to watch."
     s = settings or get_settings()
     keys = api_key_table(s)
     app = FastAPIOffline(title="churn-deploy", version=_version(), description=DESCRIPTION, lifespan=lifespan, redirect_slashes=False,
                          telemetry={"tracing": False, "metrics": False, "logs": False})  # Prometheus instead
     _prepare_state(app, s, follow)
+    app.state.log_process, app.state.log_writer = log_process and s.log_writer == "process", None
     app.include_router(prediction_router(s.max_batch))  # POST /predict, /predict/batch, /explain
     app.router.routes.insert(0, app.router.routes.pop())  # matched in order: the hot routes first, before the docs pages
     app.include_router(probes_router())  # GET /health, /ready, /model
