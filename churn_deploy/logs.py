@@ -172,7 +172,7 @@ class WriterProcess:
     def __init__(self, delay: float = 0.005, # Seconds the jobs of a loop's turns wait, to share one write
                  most: int = 4096, # Jobs sent at once, at most, however the turn goes
                 ):
-        self.kinds, self.lost, self.jobs, self.most = [], [], [], most
+        self.kinds, self.lost, self.sinks, self.jobs, self.most = [], [], [], [], most
         self.fd = self.pid = None
         self._memory = mmap.mmap(-1, 8 * _SLOTS)  # anonymous and shared with the child
         self.done, self.sent = memoryview(self._memory).cast("q")[:_KINDS], [0] * _KINDS
@@ -185,10 +185,11 @@ class WriterProcess:
 
     def kind(self, fn: Callable[[list], None], # Does a run of jobs, given their payloads: in the child, or here when none runs
              lost: Callable[[int], None] | None = None, # Told how many of its jobs a child that ended took and never did
+             sink: object = None, # Kinds with the same sink keep their order among each other (default: a sink of its own)
             ) -> int:
         "Register a kind of job, before `start`: its number, for `put`."
         if self.running or len(self.kinds) >= _KINDS: raise RuntimeError("register every kind of job before the writer starts")
-        self.kinds.append(fn); self.lost.append(lost)
+        self.kinds.append(fn); self.lost.append(lost); self.sinks.append(object() if sink is None else sink)
         return len(self.kinds) - 1
 
     def slots(self, n: int) -> memoryview:
@@ -223,8 +224,10 @@ def _write_all(fd: int, data: bytes):
 
 @patch
 def _do(self:WriterProcess, jobs: list):
-    "Do `jobs` in their order, each run of one kind in one call; in the child, count them."
-    for k, run in itertools.groupby(jobs, key=itemgetter(0)):
+    "Do `jobs`, each sink's in their order, each run of one kind in one call; in the child, count them."
+    by_sink, sinks = {}, self.sinks
+    for job in jobs: by_sink.setdefault(sinks[job[0]], []).append(job)  # a request's lines go to several sinks: each gets its batch
+    for k, run in itertools.chain.from_iterable(itertools.groupby(js, key=itemgetter(0)) for js in by_sink.values()):
         payloads = [p for _, p in run]
         try: self.kinds[k](payloads)
         except Exception: _log.exception("log writer: %d jobs of kind %d failed", len(payloads), k)
@@ -307,7 +310,7 @@ def via(self:BatchedStreamHandler, writer: WriterProcess):
     "Have `writer`'s child write this handler's records (formatted here) and its built lines (`line_kind`), in one order."
     if self.writer is writer: return self
     self.flush()
-    self.writer, self.builders, self._text = writer, {}, writer.kind(self._write_lines)
+    self.writer, self.builders, self._text = writer, {}, writer.kind(self._write_lines, sink=self)
     return self
 
 @patch
@@ -315,7 +318,7 @@ def line_kind(self:BatchedStreamHandler, build: Callable[[logging.Formatter, obj
     "The writer's kind of job whose payload the child turns into a line of this handler with `build(formatter, payload)`."
     if (k := self.builders.get(build)) is None:
         fmt = self.formatter
-        k = self.builders[build] = self.writer.kind(lambda payloads: self._write_lines([build(fmt, p) for p in payloads]))
+        k = self.builders[build] = self.writer.kind(lambda payloads: self._write_lines([build(fmt, p) for p in payloads]), sink=self)
     return k
 
 @patch
