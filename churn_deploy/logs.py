@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import fcntl
 import gc
 import itertools
 import logging
 import marshal
-import mmap
 import os
 import signal
 import stat
@@ -173,6 +171,7 @@ class WriterProcess:
                  most: int = 4096, # Jobs sent at once, at most, however the turn goes
                 ):
         self.kinds, self.lost, self.sinks, self.jobs, self.most = [], [], [], [], most
+        import mmap  # here, not at import: the serving path's start stays lean
         self.fd = self.pid = None
         self._memory = mmap.mmap(-1, 8 * _SLOTS)  # anonymous and shared with the child
         self.done, self.sent = memoryview(self._memory).cast("q")[:_KINDS], [0] * _KINDS
@@ -242,6 +241,7 @@ def start(self:WriterProcess):
     for s in (sys.stdout, sys.stderr):  # what waits in a buffer now would be written twice
         try: s.flush()
         except Exception: pass
+    import fcntl
     r, w = os.pipe()
     try: fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)  # 1 MiB: a burst waits in the pipe
     except OSError: pass
@@ -266,7 +266,7 @@ def _serve(self:WriterProcess, r: int):
         try:
             if stat.S_ISSOCK(os.fstat(int(name)).st_mode): os.close(int(name))
         except OSError: pass
-    with open(r, "rb", buffering=1 << 20) as pipe:
+    with open(r, "rb", buffering=1 << 16) as pipe:  # a batch bigger than the buffer is read straight into its bytes
         while len(head := pipe.read(_FRAME.size)) == _FRAME.size:
             size = _FRAME.unpack(head)[0]
             if len(data := pipe.read(size)) < size: break  # the worker died half way through a write
