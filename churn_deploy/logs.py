@@ -163,6 +163,7 @@ def emit_line(handler: logging.StreamHandler, line: str, record: Callable[[], lo
 # %% ../nbs/16_logs.ipynb #df04872b
 _FRAME = struct.Struct("<I")  # each batch: its length, then its jobs, marshalled
 _KINDS, _SLOTS = 64, 256  # shared int64 counters: one per kind (jobs the child has done), then those `slots` hands out
+_NICE = 5  # the child's niceness: when it and the worker want one core, the worker goes first; the pipe holds the lines
 _log = logging.getLogger("churn")
 
 class WriterProcess:
@@ -259,6 +260,7 @@ def _serve(self:WriterProcess, r: int):
     "The child: do each batch as it comes, until the worker closes its end."
     self.pid, self.jobs = 0, []
     gc.freeze(); gc.enable()  # the worker's objects, shared from the fork, stay out of the child's collections
+    os.nice(_NICE)
     for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, signal.SIG_IGN)  # the worker says when: end of file
     try: signal.set_wakeup_fd(-1)  # the worker's event loop's, which nothing here reads
     except ValueError: pass  # forked from another thread than the main one: none was set here
