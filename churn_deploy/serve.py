@@ -100,7 +100,8 @@ async def lifespan(app: FastAPI):
     app.state.draining = False
     app.state.batch_slots = asyncio.Semaphore(s.batch_threads)  # made here, inside the server's event loop
     _drain_on_signals(app, metrics, s.grace_period)
-    writer = WriterProcess() if getattr(app.state, "log_process", False) else None  # `churn_serve`'s workers (16_logs)
+    lines = s.prediction_log_sample > 0 or s.access_log  # lines to write for every request
+    writer = WriterProcess() if lines and getattr(app.state, "log_process", False) else None  # `churn_serve`'s workers (16_logs)
     if s.prediction_log_sample > 0:
         key = s.prediction_log_key.get_secret_value() if s.prediction_log_key else None
         plog = PredictionLog(s.prediction_log_sample, s.prediction_log_file, key, s.prediction_log_max_bytes, s.prediction_log_backups)
