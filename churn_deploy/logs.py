@@ -213,7 +213,9 @@ def flush(self:WriterProcess):
         jobs, self.jobs = self.jobs, []
         if not jobs: return
         if self.fd is None: return self._do(jobs)
-        try: _write_all(self.fd, marshal.dumps(jobs))
+        try: data = marshal.dumps(jobs)
+        except ValueError: return self._do(jobs)  # a payload `marshal` cannot take (a subclass of str, say): done here
+        try: _write_all(self.fd, data)
         except OSError as e: return self._ended(jobs, e)  # a broken pipe: the child is gone
         sent = self.sent
         for k, _ in jobs: sent[k] += 1
@@ -246,7 +248,11 @@ def start(self:WriterProcess):
     r, w = os.pipe()
     try: fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)  # 1 MiB: a burst waits in the pipe
     except OSError: pass
-    pid = os.fork()
+    try: pid = os.fork()
+    except OSError as e:  # no process to be had (a limit on processes, no memory): the worker writes, as with no writer
+        os.close(r); os.close(w)
+        _log.warning("log writer: cannot fork (%s); the worker writes its own lines", e.strerror or e)
+        return self
     if pid == 0:  # the child, which never returns
         code = 1
         try: os.close(w); self._serve(r); code = 0
